@@ -1,0 +1,177 @@
+"""The account at the end of a run: done, failed and why, tokens, cost, time.
+
+Built from the journal's totals (so `squall status JOURNAL` prints the same thing for a run that
+ended long ago) plus, when there is one, this session's live counters and key snapshots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from .config import Price
+from .pool import KeyStats
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One reason rows failed: how many, and the row numbers (1-based) of a few."""
+
+    reason: str
+    count: int
+    example_rows: tuple[int, ...]
+
+
+def cost_of(
+    prices: Mapping[str, Price], model: str | None, prompt_tokens: int, completion_tokens: int
+) -> float | None:
+    """Return the USD cost of these tokens on `model`, or None when [prices] lacks it."""
+    if model is None or model not in prices:
+        return None
+    p = prices[model]
+    return (prompt_tokens * p.input + completion_tokens * p.output) / 1_000_000
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A run's account. `str(summary)` is the plain-text version."""
+
+    status: str
+    """completed, interrupted, stopped, dry-run, or unknown (for `squall status`)."""
+    total: int
+    done: int
+    failed: int
+    pending: int
+    failures: tuple[Failure, ...] = ()
+    reason: str | None = None
+    requests_sent: int = 0
+    retries: int = 0
+    in_flight_at_crash: int = 0
+    """Rows found marked sent but unanswered when the journal was opened: may have been billed."""
+    cut_in_flight: int = 0
+    """Requests still in flight when this session's grace ran out."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None
+    wall_s: float | None = None
+    done_this_session: int = 0
+    keys: tuple[KeyStats, ...] = ()
+    journal: str | None = None
+    output: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float | None:
+        """Rows done per second in this session."""
+        if not self.wall_s or self.wall_s <= 0:
+            return None
+        return self.done_this_session / self.wall_s
+
+    @property
+    def complete(self) -> bool:
+        """True when every row is done."""
+        return self.done == self.total
+
+    def lines(self) -> list[str]:
+        """Return the account as plain lines."""
+        out = [
+            f"status: {self.status}" + (f" ({self.reason})" if self.reason else ""),
+            f"rows: {self.total} total, {self.done} done, {self.failed} failed, "
+            f"{self.pending} pending",
+        ]
+        for f in self.failures:
+            rows = ", ".join(str(r) for r in f.example_rows)
+            out.append(f"  failed {f.count} x {f.reason}" + (f" (rows {rows})" if rows else ""))
+        out.append(
+            f"requests sent: {self.requests_sent}, retries this session: {self.retries}"
+        )
+        if self.in_flight_at_crash:
+            out.append(
+                f"in flight at the last crash or kill: {self.in_flight_at_crash} "
+                "(sent, never answered: they may have been billed, and were sent again)"
+            )
+        if self.cut_in_flight:
+            out.append(f"in flight when stopped: {self.cut_in_flight} (may have been billed)")
+        out.append(f"tokens: {self.prompt_tokens} in, {self.completion_tokens} out")
+        out.append(
+            "cost: " + (f"${self.cost:.4f}" if self.cost is not None else "unknown (add [prices])")
+        )
+        if self.wall_s is not None:
+            rate = self.rate
+            out.append(
+                f"time: {self.wall_s:.1f}s"
+                + (f", {rate:.1f} rows/s this session" if rate is not None else "")
+            )
+        for k in self.keys:
+            out.append(
+                f"  {k.label} ({k.masked_key}): {k.ok} ok, {k.rate_limited} x 429, "
+                f"{k.errors} errors, {k.state.value}"
+            )
+        if self.output:
+            out.append(f"output: {self.output}")
+        if self.journal:
+            out.append(f"journal: {self.journal}")
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def __rich__(self) -> RenderableType:
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold")
+        table.add_column()
+        style = {"completed": "green", "interrupted": "yellow", "stopped": "yellow"}.get(
+            self.status, "white"
+        )
+        table.add_row("status", Text(self.status, style=style) + Text(
+            f" ({self.reason})" if self.reason else ""
+        ))
+        table.add_row(
+            "rows",
+            f"{self.total} total, [green]{self.done} done[/], "
+            f"[red]{self.failed} failed[/], {self.pending} pending",
+        )
+        for f in self.failures:
+            rows = ", ".join(str(r) for r in f.example_rows)
+            table.add_row("", f"[red]{f.count} x {f.reason}[/]" + (f" (rows {rows})" if rows else ""))
+        table.add_row("requests", f"{self.requests_sent} sent, {self.retries} retries")
+        if self.in_flight_at_crash or self.cut_in_flight:
+            table.add_row(
+                "in flight",
+                f"{self.in_flight_at_crash} at the last crash, {self.cut_in_flight} cut now "
+                "(may have been billed)",
+            )
+        table.add_row("tokens", f"{self.prompt_tokens:,} in, {self.completion_tokens:,} out")
+        table.add_row(
+            "cost", f"${self.cost:.4f}" if self.cost is not None else "unknown (add [prices])"
+        )
+        if self.wall_s is not None:
+            rate = self.rate
+            table.add_row(
+                "time", f"{self.wall_s:.1f}s" + (f", {rate:.1f} rows/s" if rate else "")
+            )
+        parts: list[RenderableType] = [table]
+        if self.keys:
+            keys = Table(box=None, padding=(0, 1), show_edge=False)
+            for col in ("key", "ok", "429", "errors", "state"):
+                keys.add_column(col, justify="right" if col in ("ok", "429", "errors") else "left")
+            for k in self.keys:
+                keys.add_row(f"{k.label} ({k.masked_key})", str(k.ok), str(k.rate_limited),
+                             str(k.errors), k.state.value)
+            parts.append(keys)
+        if self.output:
+            parts.append(Text(f"output: {self.output}"))
+        if self.journal:
+            parts.append(Text(f"journal: {self.journal}"))
+        return Group(*parts)
+
+
+def failures_from(by_reason: Mapping[str, tuple[int, Sequence[int]]]) -> tuple[Failure, ...]:
+    """Return Failure entries, most frequent first, from {reason: (count, 0-based rows)}."""
+    items = sorted(by_reason.items(), key=lambda kv: -kv[1][0])
+    return tuple(Failure(r, c, tuple(i + 1 for i in rows[:5])) for r, (c, rows) in items)

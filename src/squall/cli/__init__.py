@@ -1,0 +1,36 @@
+"""The `squall` command: one typer app; each sub-command lives in a module of this package.
+
+Exit codes: 0 every row done; 1 some rows failed for good (recorded, with reasons) or the
+run stopped early but resumable; 2 bad usage, config or input; 130 after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="squall",
+    help="Run batches of prompts through OpenAI-compatible endpoints: fast, within limits, "
+    "losing nothing.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    # Each module adds its commands to `app`; a module whose extras are missing still
+    # registers, and says what to install when its command runs.
+    from . import eval as _eval
+    from . import run as _run
+    from . import serve as _serve
+
+    _run.register(app)
+    _serve.register(app)
+    _eval.register(app)
+
+
+def main() -> None:
+    """Entry point of the `squall` console script."""
+    _register()
+    app()

@@ -1,0 +1,305 @@
+"""Settings: frozen values, loaded in one place.
+
+`load()` is the only code that reads config files, `.env` and `os.environ`.
+Precedence: CLI flag > config file > environment > default.
+
+Limits: `rpm`/`tpm` left out mean "find them" (grow until 429s, settle just under);
+a number is the limit; `inf` (TOML's own infinity) means unlimited.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from dotenv import dotenv_values
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
+
+from .errors import ConfigError
+from .redact import ApiKey
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+DEFAULT_CONCURRENCY = 64
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+class KeyConfig(_Frozen):
+    """One API key and, optionally, limits of its own (else the endpoint's)."""
+
+    key: ApiKey
+    name: str | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    max_concurrency: int | None = None
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _wrap(cls, v: object) -> ApiKey:
+        if isinstance(v, ApiKey):
+            return v
+        if not isinstance(v, str):
+            raise ValueError("a key must be a string")
+        return ApiKey(v)
+
+    @field_serializer("key")
+    def _ser_key(self, v: ApiKey) -> str:
+        return v.masked
+
+
+class EndpointConfig(_Frozen):
+    """One OpenAI-compatible base URL with its keys; limits here are each key's default."""
+
+    name: str
+    base_url: str
+    keys: tuple[KeyConfig, ...] = (KeyConfig(key=ApiKey("EMPTY")),)
+    model: str | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    max_concurrency: int = DEFAULT_CONCURRENCY
+    timeout_s: float = 600.0
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("keys", mode="before")
+    @classmethod
+    def _keys(cls, v: object) -> object:
+        if isinstance(v, (list, tuple)):
+            return tuple({"key": k} if isinstance(k, (str, ApiKey)) else k for k in v)
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {v!r}")
+        return v.rstrip("/")
+
+    @field_validator("rpm", "tpm")
+    @classmethod
+    def _limit(cls, v: float | None) -> float | None:
+        if v is not None and not (v > 0):
+            raise ValueError("a limit must be above 0 (leave it out to discover it, inf for none)")
+        return v
+
+
+class Price(_Frozen):
+    """USD per million tokens."""
+
+    input: float = 0.0
+    output: float = 0.0
+
+
+class RetryConfig(_Frozen):
+    """How hard to try before a row is recorded as failed."""
+
+    max_attempts: int = 8
+    """Tries per row for faults (5xx, timeouts, resets, bad bodies)."""
+    max_rate_limited: int = 100
+    """429s per row: they only say 'wait', so they have a budget of their own."""
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+
+class RunConfig(_Frozen):
+    """Everything one run needs besides its input and output."""
+
+    model: str | None = None
+    endpoints: tuple[EndpointConfig, ...] = ()
+    prices: dict[str, Price] = Field(default_factory=dict)
+    template: str | None = None
+    system: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Extra fields for each request body (top_p, response_format, ...)."""
+    retry: RetryConfig = RetryConfig()
+    max_cost: float | None = None
+    window: int = 2048
+    """Rows read ahead of the sender: bounds memory whatever the input's size."""
+    journal_sync: Literal["normal", "full"] = "normal"
+    progress: Literal["auto", "rich", "plain", "off"] = "auto"
+    grace_s: float = 5.0
+    """After Ctrl-C: how long in-flight requests get to land."""
+
+    def model_for(self, endpoint: EndpointConfig) -> str:
+        """Return the model name to send to `endpoint`."""
+        model = endpoint.model or self.model
+        if not model:
+            raise ConfigError(
+                f"no model for endpoint {endpoint.name!r}: set `model` at the top of the config, "
+                "in its [[endpoints]] block, or pass --model"
+            )
+        return model
+
+    def price_for(self, model: str) -> Price | None:
+        """Return the price of `model`, if [prices] has it."""
+        return self.prices.get(model)
+
+
+def expand_env(value: Any, env: Mapping[str, str], where: str = "") -> Any:
+    """Replace `${NAME}` (or `${NAME:-default}`) in every string inside `value`."""
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{where or 'config'}: ${{{name}}} is not set; put {name}=... in .env "
+                "or export it"
+            )
+
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, list):
+        return [expand_env(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: expand_env(v, env, f"{where}.{k}" if where else k) for k, v in value.items()}
+    return value
+
+
+def read_environment(env_file: str | Path | None = None) -> dict[str, str]:
+    """Return os.environ overlaid on `.env` (the real environment wins, as python-dotenv does)."""
+    merged: dict[str, str] = {}
+    path = Path(env_file) if env_file else Path.cwd() / ".env"
+    if path.is_file():
+        merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    merged.update(os.environ)
+    return merged
+
+
+def _explain(err: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown setting {loc!r}: check its spelling (see README: Config)")
+        else:
+            lines.append(f"{loc}: {e['msg']}")
+    return ConfigError(f"{source}: " + "; ".join(lines))
+
+
+def load(
+    path: str | Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> RunConfig:
+    """Return the run's settings from a TOML file, the environment and flag overrides.
+
+    `overrides` holds CLI flags (only those given): `model`, `template`, `system`,
+    `max_tokens`, `temperature`, `max_cost`, and for endpoints `base_url`, `key_env`
+    (a list of variable names), `rpm`, `tpm`, `concurrency`.
+
+    Raises:
+        ConfigError: the file is unreadable, has unknown keys, or a variable is unset.
+    """
+    environ = dict(env) if env is not None else read_environment()
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        try:
+            raw = p.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"cannot read config {p}: {e.strerror or e}") from None
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 at byte {e.start}; save it as UTF-8") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        data = expand_env(data, environ)
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+
+    # Environment sits under the file: it only fills what the file leaves out.
+    if "model" not in data and environ.get("SQUALL_MODEL"):
+        data["model"] = environ["SQUALL_MODEL"]
+
+    endpoint_flags = {k: flags.pop(k) for k in ("base_url", "key_env") if k in flags}
+    limit_flags = {k: flags.pop(k) for k in ("rpm", "tpm", "concurrency") if k in flags}
+    data.update(flags)
+
+    if "base_url" in endpoint_flags or not data.get("endpoints"):
+        base_url = endpoint_flags.get("base_url") or environ.get("SQUALL_BASE_URL") or environ.get(
+            "OPENAI_BASE_URL"
+        )
+        if base_url:
+            names = endpoint_flags.get("key_env") or [
+                n for n in ("SQUALL_API_KEY", "OPENAI_API_KEY", "API_KEY") if n in environ
+            ][:1]
+            keys = []
+            for n in names:
+                if n not in environ:
+                    raise ConfigError(f"--key-env {n}: the variable {n} is not set (.env or export)")
+                keys.append(environ[n])
+            data["endpoints"] = [{"name": "default", "base_url": base_url, "keys": keys or ["EMPTY"]}]
+    elif "key_env" in endpoint_flags:
+        raise ConfigError("--key-env needs --base-url (or set keys in the config's [[endpoints]])")
+
+    if limit_flags:
+        for ep in data.get("endpoints", []):
+            if "rpm" in limit_flags:
+                ep["rpm"] = limit_flags["rpm"]
+            if "tpm" in limit_flags:
+                ep["tpm"] = limit_flags["tpm"]
+            if "concurrency" in limit_flags:
+                ep["max_concurrency"] = limit_flags["concurrency"]
+            for k in ep.get("keys", []):
+                if isinstance(k, dict):
+                    for src, dst in (("rpm", "rpm"), ("tpm", "tpm"), ("concurrency", "max_concurrency")):
+                        if src in limit_flags:
+                            k[dst] = limit_flags[src]
+
+    for i, ep in enumerate(data.get("endpoints", []) or []):
+        if isinstance(ep, dict):
+            ep.setdefault("name", f"endpoint{i + 1}")
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise _explain(e, source) from None
+    names = [ep.name for ep in cfg.endpoints]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: endpoint names must differ, got {names}")
+    for ep in cfg.endpoints:
+        for k in ep.keys:
+            if k.rpm is not None and k.rpm <= 0:
+                raise ConfigError(f"{source}: endpoint {ep.name!r}: a key's rpm must be above 0")
+    return cfg
+
+
+def require_endpoints(cfg: RunConfig) -> None:
+    """Raise ConfigError unless `cfg` names at least one endpoint."""
+    if not cfg.endpoints:
+        raise ConfigError(
+            "no endpoint: pass --base-url URL (and --key-env NAME), add [[endpoints]] to a "
+            "config file (-c squall.toml), or set OPENAI_BASE_URL; `squall demo` starts a "
+            "local practice endpoint"
+        )
+
+
+def is_unlimited(limit: float | None) -> bool:
+    """True when a limit is declared as `inf`."""
+    return limit is not None and math.isinf(limit)

@@ -1,0 +1,655 @@
+"""Run an eval: each model's prompts through squall's engine, then score the answers.
+
+Models run one after another, each with its own output file and journal in the eval's
+directory, so a rerun of the same eval resumes where it stopped and pays for nothing twice:
+
+    OUT/<model>.jsonl            the engine's output (input fields + response, error, ...)
+    OUT/<model>.journal.sqlite   the engine's journal
+    OUT/<model>.scored.jsonl     the engine's output plus the score_* columns
+    OUT/report.md, summary.json, accuracy.png
+
+Requests go out greedily (temperature 0) unless the config or a flag sets a temperature.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..config import RunConfig, load
+from ..errors import ConfigError, InputError, OutputError
+from ..inputs import open_input
+from ..prompts import check_template
+from ..records import OUTPUT_FIELDS
+from .arithmetic import DEFAULT_TEMPLATE, SEED_OPERANDS, ArithmeticItem, generate_items
+from .chart import require_matplotlib
+from .report import ArithmeticModelReport, ArithmeticReport, FileModelReport, FileReport
+from .scorers import Scorer, make_scorer, score_arithmetic
+
+if TYPE_CHECKING:
+    from ..api import RunResult
+
+Progress = Literal["auto", "rich", "plain", "off"]
+Announce = Callable[[str, int, int], None]
+"""`announce(model, position, count)`: called as each model's run starts (position from 1)."""
+
+_EARLY_END = ("interrupted", "stopped")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRun:
+    """One model's part of an eval: where its files are and how its rows went.
+
+    Attributes:
+        failed: rows whose request failed for good (scored as wrong).
+        pending: rows with no answer yet (the run stopped early; not scored).
+        result: the engine's RunResult, with its account in `result.summary`.
+    """
+
+    model: str
+    output: Path
+    journal: Path
+    scored: Path
+    rows: int
+    failed: int
+    pending: int
+    result: RunResult
+
+
+@dataclass(frozen=True, slots=True)
+class EvalResult:
+    """A finished (or stopped) eval: the report, each model's run, and the report files.
+
+    Attributes:
+        skipped: models not started because an earlier model's run ended early.
+    """
+
+    report: ArithmeticReport | FileReport
+    runs: tuple[ModelRun, ...]
+    files: tuple[Path, ...]
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> int:
+        """Rows whose request failed for good, over all models (they count as wrong)."""
+        return sum(r.failed for r in self.runs)
+
+    @property
+    def status(self) -> str:
+        """completed, or the status of the run that ended early: interrupted or stopped."""
+        for r in self.runs:
+            if r.result.summary.status in _EARLY_END:
+                return r.result.summary.status
+        return "completed"
+
+    @property
+    def exit_code(self) -> int:
+        """0 every row of every model answered; 130 interrupted; 1 anything else left."""
+        if self.status == "interrupted":
+            return 130
+        if self.status != "completed" or self.skipped:
+            return 1
+        return 1 if any(r.failed or r.pending for r in self.runs) else 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    model: str
+    output: Path
+    journal: Path
+    scored: Path
+
+
+RowState = Literal["ok", "failed", "pending"]
+ScoreRows = Callable[
+    [str, Iterable[dict[str, Any]], bool], Iterator[tuple[dict[str, Any], RowState]]
+]
+"""`score_rows(model, output_rows, complete)` yields each row with score columns and state."""
+
+
+@dataclass
+class _Plan:
+    """The parts shared by the sync and async runners: what to send, and how to score it."""
+
+    data: Any
+    config: RunConfig
+    settings: dict[str, Any]
+    targets: list[_Target]
+    out_dir: Path
+    restart: bool
+    progress: Progress
+    chart: bool
+    score_rows: ScoreRows
+    report: ArithmeticReport | FileReport
+    runs: list[ModelRun] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def engine_args(self, target: _Target) -> dict[str, Any]:
+        return {
+            "output": target.output,
+            "config": self.config,
+            "journal": target.journal,
+            "restart": self.restart,
+            "progress": self.progress,
+            "model": target.model,
+            **self.settings,
+        }
+
+    def record(self, target: _Target, result: RunResult) -> bool:
+        """Score one model's rows into its scored file; return False if the eval must stop."""
+        counts: dict[RowState, int] = {"ok": 0, "failed": 0, "pending": 0}
+        complete = result.summary.pending == 0
+        tmp = target.scored.with_name(target.scored.name + ".tmp")
+        try:
+            with tmp.open("w", encoding="utf-8") as f:
+                for row, state in self.score_rows(target.model, result.rows(), complete):
+                    f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                    counts[state] += 1
+            tmp.replace(target.scored)
+        except OSError as e:
+            raise OutputError(
+                f"cannot write {target.scored}: {e.strerror or e}; the journal keeps every "
+                "answer, so rerunning the eval rewrites it without new requests"
+            ) from None
+        self.runs.append(
+            ModelRun(
+                model=target.model,
+                output=target.output,
+                journal=target.journal,
+                scored=target.scored,
+                rows=sum(counts.values()),
+                failed=counts["failed"],
+                pending=counts["pending"],
+                result=result,
+            )
+        )
+        # Ctrl-C means stop; "stopped" (no usable key, cost cap) would stop the next model too.
+        return result.summary.status not in _EARLY_END
+
+    def finish(self) -> EvalResult:
+        files = self.report.write(self.out_dir, chart=self.chart)
+        done = {r.model for r in self.runs}
+        return EvalResult(
+            report=self.report,
+            runs=tuple(self.runs),
+            files=tuple(files),
+            skipped=tuple(t.model for t in self.targets if t.model not in done),
+        )
+
+
+def evaluate_arithmetic(
+    models: Sequence[str] = (),
+    *,
+    out_dir: str | Path,
+    config: RunConfig | str | Path | None = None,
+    n: int = 1000,
+    operands: int = SEED_OPERANDS,
+    seed: int = 0,
+    template: str | None = None,
+    restart: bool = False,
+    progress: Progress = "auto",
+    chart: bool = True,
+    announce: Announce | None = None,
+) -> EvalResult:
+    """Return the arithmetic eval of `models`, run through `squall.api.run` one model at a time.
+
+    Args:
+        models: model names as the endpoint knows them; none means the config's `model`.
+        out_dir: where outputs, journals, scored rows and the report go (a rerun resumes).
+        config: a RunConfig, a TOML path, or None for the environment's endpoint.
+        n: how many expressions.
+        operands: numbers per expression (the seed's set has 3).
+        seed: fixes the set.
+        template: the prompt, over the item's fields (`{expression}`, ...); default the
+            config's template, else the bare expression.
+        restart: throw away the journals and start again.
+        progress: the engine's progress display.
+        chart: also draw accuracy.png (needs matplotlib).
+        announce: called as each model starts.
+
+    Raises:
+        ConfigError: no model, a model named twice, bad `n`/`operands`/template, or
+            a missing extra for the chart (MissingExtraError), all before anything is sent.
+        SquallError: whatever `squall.api.run` raises.
+    """
+    from .. import api
+
+    plan = _arithmetic_plan(
+        models, out_dir, config, n, operands, seed, template, restart, progress, chart
+    )
+    for i, target in enumerate(plan.targets, 1):
+        if announce is not None:
+            announce(target.model, i, len(plan.targets))
+        if not plan.record(target, api.run(plan.data, **plan.engine_args(target))):
+            break
+    return plan.finish()
+
+
+async def aevaluate_arithmetic(
+    models: Sequence[str] = (),
+    *,
+    out_dir: str | Path,
+    config: RunConfig | str | Path | None = None,
+    n: int = 1000,
+    operands: int = SEED_OPERANDS,
+    seed: int = 0,
+    template: str | None = None,
+    restart: bool = False,
+    progress: Progress = "auto",
+    chart: bool = True,
+    announce: Announce | None = None,
+) -> EvalResult:
+    """Return the arithmetic eval of `models` from inside a running event loop.
+
+    Same arguments and errors as `evaluate_arithmetic`; runs through `squall.api.arun`.
+    """
+    from .. import api
+
+    plan = _arithmetic_plan(
+        models, out_dir, config, n, operands, seed, template, restart, progress, chart
+    )
+    for i, target in enumerate(plan.targets, 1):
+        if announce is not None:
+            announce(target.model, i, len(plan.targets))
+        if not plan.record(target, await api.arun(plan.data, **plan.engine_args(target))):
+            break
+    return plan.finish()
+
+
+def evaluate_file(
+    data: Any,
+    models: Sequence[str] = (),
+    *,
+    reference: str,
+    out_dir: str | Path,
+    scorer: str = "exact",
+    pattern: str | None = None,
+    tolerance: float = 1e-9,
+    config: RunConfig | str | Path | None = None,
+    restart: bool = False,
+    progress: Progress = "auto",
+    chart: bool = True,
+    announce: Announce | None = None,
+) -> EvalResult:
+    """Return the eval of `models` on a user's rows, scored against their `reference` column.
+
+    Args:
+        data: what `squall.run` takes: a path (JSONL, CSV, Parquet), a DataFrame or a list
+            of dicts. Each row gives its prompt by `prompt`, `messages`, or the config's
+            template, as in `squall run`.
+        models: model names; none means the config's `model`.
+        reference: the column holding the right answer.
+        out_dir: where outputs, journals, scored rows and the report go (a rerun resumes).
+        scorer: exact, number, contains, regex or json (see `squall.evals.scorers`).
+        pattern: for the regex scorer, the expression that finds the answer.
+        tolerance: for the number scorer, the largest absolute difference counted right.
+        config: a RunConfig, a TOML path, or None for the environment's endpoint.
+        restart: throw away the journals and start again.
+        progress: the engine's progress display.
+        chart: also draw accuracy.png (needs matplotlib).
+        announce: called as each model starts.
+
+    Raises:
+        ConfigError: no model, a model named twice, a bad scorer or pattern, or a missing
+            extra (MissingExtraError), before anything is sent.
+        InputError: the reference column is missing, or a reference the scorer cannot use
+            (naming file, line and column), before anything is sent.
+        SquallError: whatever `squall.api.run` raises.
+    """
+    from .. import api
+
+    plan = _file_plan(
+        data,
+        models,
+        reference,
+        out_dir,
+        scorer,
+        pattern,
+        tolerance,
+        config,
+        restart,
+        progress,
+        chart,
+    )
+    for i, target in enumerate(plan.targets, 1):
+        if announce is not None:
+            announce(target.model, i, len(plan.targets))
+        if not plan.record(target, api.run(plan.data, **plan.engine_args(target))):
+            break
+    return plan.finish()
+
+
+async def aevaluate_file(
+    data: Any,
+    models: Sequence[str] = (),
+    *,
+    reference: str,
+    out_dir: str | Path,
+    scorer: str = "exact",
+    pattern: str | None = None,
+    tolerance: float = 1e-9,
+    config: RunConfig | str | Path | None = None,
+    restart: bool = False,
+    progress: Progress = "auto",
+    chart: bool = True,
+    announce: Announce | None = None,
+) -> EvalResult:
+    """Return the eval of `models` on a user's rows from inside a running event loop.
+
+    Same arguments and errors as `evaluate_file`; runs through `squall.api.arun`.
+    """
+    from .. import api
+
+    plan = _file_plan(
+        data,
+        models,
+        reference,
+        out_dir,
+        scorer,
+        pattern,
+        tolerance,
+        config,
+        restart,
+        progress,
+        chart,
+    )
+    for i, target in enumerate(plan.targets, 1):
+        if announce is not None:
+            announce(target.model, i, len(plan.targets))
+        if not plan.record(target, await api.arun(plan.data, **plan.engine_args(target))):
+            break
+    return plan.finish()
+
+
+def row_state(row: Mapping[str, Any], *, complete: bool) -> RowState:
+    """Return whether an output row was answered, failed for good, or is still pending.
+
+    In a complete run every row without an error was answered (maybe with empty text). In a
+    run that ended early the output cannot tell a failed row from one left to retry, so every
+    row without an answer is pending: not scored, and counted apart.
+    """
+    if row.get("response") is not None:
+        return "ok"
+    if not complete:
+        return "pending"
+    return "failed" if row.get("error") is not None else "ok"
+
+
+def score_arithmetic_rows(
+    items: Sequence[ArithmeticItem],
+    rows: Iterable[dict[str, Any]],
+    report: ArithmeticModelReport,
+    *,
+    complete: bool = True,
+) -> Iterator[tuple[dict[str, Any], RowState]]:
+    """Yield each output row with its score columns, and its state (see `row_state`).
+
+    The exact results come from `items` (not from the output file, where a CSV would
+    turn numbers into text); each row is checked to be the item's expression.
+
+    Raises:
+        OutputError: the output's rows are not the eval's items, in order.
+    """
+    count = 0
+    for row in rows:
+        if count >= len(items):
+            raise OutputError(
+                f"the output has more rows than the {len(items)} expressions: it does not "
+                "belong to this eval; rerun with --restart or choose another --out"
+            )
+        item = items[count]
+        count += 1
+        if row.get("expression") != item.expression:
+            raise OutputError(
+                f"output row {item.id + 1} is {row.get('expression')!r}, expected "
+                f"{item.expression!r}: the output does not belong to this eval; rerun with "
+                "--restart or choose another --out"
+            )
+        state = row_state(row, complete=complete)
+        if state == "pending":
+            report.add_pending()
+            yield {**row, "score_strict": None, "score_lenient": None, "score_parsed": None}, state
+            continue
+        score = score_arithmetic(row.get("response"), item.expected)
+        report.add(
+            operators=item.operators, operands=item.operands, score=score, failed=state == "failed"
+        )
+        yield (
+            {
+                **row,
+                "score_strict": score.strict,
+                "score_lenient": score.lenient,
+                "score_parsed": score.parsed,
+            },
+            state,
+        )
+    if count != len(items):
+        raise OutputError(
+            f"the output has {count} rows for {len(items)} expressions; rerun the eval to finish it"
+        )
+
+
+def score_file_rows(
+    scorer: Scorer,
+    reference: str,
+    rows: Iterable[dict[str, Any]],
+    report: FileModelReport,
+    *,
+    complete: bool = True,
+) -> Iterator[tuple[dict[str, Any], RowState]]:
+    """Yield each output row with its score columns, and its state (see `row_state`).
+
+    Raises:
+        InputError: a row has no `reference` column, or one the scorer cannot use.
+    """
+    # The engine renames an input column that clashes with its own (`response` ->
+    # `input_response`), so a reference column of that name is found under the new name.
+    key = f"input_{reference}" if reference in OUTPUT_FIELDS else reference
+    for i, row in enumerate(rows):
+        if key not in row:
+            raise InputError(
+                f"output row {i + 1} has no column {reference!r}; columns: {', '.join(row)}",
+                field=reference,
+            )
+        state = row_state(row, complete=complete)
+        if state == "pending":
+            report.add_pending()
+            yield {**row, "score_correct": None, "score_extracted": None}, state
+            continue
+        try:
+            score = scorer(row.get("response"), row[key])
+        except InputError as e:
+            raise InputError(str(e), line=i + 1, field=reference) from None
+        report.add(score, failed=state == "failed")
+        extra: dict[str, Any] = {"score_correct": score.correct, "score_extracted": score.extracted}
+        if score.facts is not None:
+            extra |= {
+                "score_precision": score.facts.precision,
+                "score_recall": score.facts.recall,
+                "score_f1": score.facts.f1,
+            }
+        yield {**row, **extra}, state
+
+
+def check_references(data: Any, reference: str, scorer: Scorer) -> int:
+    """Return how many rows `data` has, after checking each has a usable `reference`.
+
+    Raises:
+        InputError: the column is missing (the message lists those that exist), or a
+            reference the scorer cannot use, naming the file, line and column.
+    """
+    source = open_input(data)
+    count = 0
+    for row in source.rows():
+        count += 1
+        if reference not in row.data:
+            raise InputError(
+                f"no column {reference!r}; columns: {', '.join(row.data) or '(none)'}",
+                file=source.name,
+                line=row.line,
+                field=reference,
+            )
+        try:
+            scorer(None, row.data[reference])
+        except InputError as e:
+            raise InputError(str(e), file=source.name, line=row.line, field=reference) from None
+    return count
+
+
+def model_slug(model: str) -> str:
+    """Return `model` as a file-name stem: anything but letters, digits, `.`, `_`, `-` -> `_`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._") or "model"
+
+
+def _arithmetic_plan(
+    models: Sequence[str],
+    out_dir: str | Path,
+    config: RunConfig | str | Path | None,
+    n: int,
+    operands: int,
+    seed: int,
+    template: str | None,
+    restart: bool,
+    progress: Progress,
+    chart: bool,
+) -> _Plan:
+    cfg, models = _resolve_config(config, models)
+    chosen = template or cfg.template or DEFAULT_TEMPLATE
+    items = generate_items(n, operands=operands, seed=seed)
+    rows = [item.as_row() for item in items]
+    check_template(chosen, list(rows[0]), source_name="the arithmetic set")
+    if chart:
+        require_matplotlib()
+    out = Path(out_dir)
+    targets = _targets(models, out)
+    report = ArithmeticReport(n=n, operands=operands, seed=seed, template=chosen)
+
+    def score_rows(
+        model: str, output: Iterable[dict[str, Any]], complete: bool
+    ) -> Iterator[tuple[dict[str, Any], RowState]]:
+        model_report = ArithmeticModelReport(model=model)
+        report.models.append(model_report)
+        return score_arithmetic_rows(items, output, model_report, complete=complete)
+
+    return _Plan(
+        data=rows,
+        config=cfg,
+        settings=_settings(cfg, template=chosen),
+        targets=targets,
+        out_dir=out,
+        restart=restart,
+        progress=progress,
+        chart=chart,
+        score_rows=score_rows,
+        report=report,
+    )
+
+
+def _file_plan(
+    data: Any,
+    models: Sequence[str],
+    reference: str,
+    out_dir: str | Path,
+    scorer_name: str,
+    pattern: str | None,
+    tolerance: float,
+    config: RunConfig | str | Path | None,
+    restart: bool,
+    progress: Progress,
+    chart: bool,
+) -> _Plan:
+    cfg, models = _resolve_config(config, models)
+    scorer = make_scorer(scorer_name, pattern=pattern, tolerance=tolerance)
+    if isinstance(data, Iterator):
+        # A one-shot iterator would be used up by the check below and by each model's run.
+        data = list(data)
+    check_references(data, reference, scorer)
+    if chart:
+        require_matplotlib()
+    out = Path(out_dir)
+    targets = _targets(models, out)
+    name = str(data) if isinstance(data, (str, Path)) else open_input(data).name
+    report = FileReport(source=name, reference=reference, scorer=scorer_name)
+
+    def score_rows(
+        model: str, output: Iterable[dict[str, Any]], complete: bool
+    ) -> Iterator[tuple[dict[str, Any], RowState]]:
+        model_report = FileModelReport(model=model)
+        report.models.append(model_report)
+        return score_file_rows(scorer, reference, output, model_report, complete=complete)
+
+    return _Plan(
+        data=data,
+        config=cfg,
+        settings=_settings(cfg),
+        targets=targets,
+        out_dir=out,
+        restart=restart,
+        progress=progress,
+        chart=chart,
+        score_rows=score_rows,
+        report=report,
+    )
+
+
+def _resolve_config(
+    config: RunConfig | str | Path | None, models: Sequence[str]
+) -> tuple[RunConfig, list[str]]:
+    """Return the config to run with and the models to evaluate."""
+    cfg = config if isinstance(config, RunConfig) else load(config)
+    named = {ep.model for ep in cfg.endpoints if ep.model}
+    if models:
+        if named:
+            # An endpoint's own `model` wins over the run's, so every model's run would send
+            # that one name: the eval's --model list replaces them.
+            endpoints = tuple(ep.model_copy(update={"model": None}) for ep in cfg.endpoints)
+            cfg = cfg.model_copy(update={"endpoints": endpoints})
+        return cfg, list(models)
+    if len(named) > 1 or (named and cfg.model and named != {cfg.model}):
+        raise ConfigError(
+            f"the config's endpoints name different models ({', '.join(sorted(named))}): "
+            "pass --model NAME for each model to evaluate"
+        )
+    chosen = cfg.model or next(iter(named), None)
+    if not chosen:
+        raise ConfigError("no model to evaluate: pass --model NAME (once per model)")
+    return cfg, [chosen]
+
+
+def _settings(cfg: RunConfig, **extra: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = dict(extra)
+    if cfg.temperature is None:
+        # Scores should not depend on sampling luck: greedy unless the user asked otherwise.
+        settings["temperature"] = 0.0
+    return settings
+
+
+def _targets(models: Sequence[str], out: Path) -> list[_Target]:
+    seen: set[str] = set()
+    stems: set[str] = set()
+    targets = []
+    for model in models:
+        if model in seen:
+            raise ConfigError(f"--model {model!r} is given twice: name each model once")
+        seen.add(model)
+        stem = model_slug(model)
+        base, k = stem, 2
+        while stem.casefold() in stems:
+            # Two names may map to one file stem ("a/b" and "a_b"); keep their files apart.
+            stem, k = f"{base}-{k}", k + 1
+        stems.add(stem.casefold())
+        targets.append(
+            _Target(
+                model=model,
+                output=out / f"{stem}.jsonl",
+                journal=out / f"{stem}.journal.sqlite",
+                scored=out / f"{stem}.scored.jsonl",
+            )
+        )
+    return targets

@@ -1,0 +1,196 @@
+"""Per-key pacing: even spacing of requests and tokens, and finding limits nobody declared.
+
+Providers enforce a per-minute limit over much shorter windows (a 600 rpm key may refuse the
+11th request within one second), so a limit here is a *pace*, not a budget: requests leave one
+interval apart, following the generic cell rate algorithm (GCRA). A small tolerance lets a
+request that the event loop woke late keep the schedule instead of drifting behind it, without
+ever allowing more than one request early.
+
+Nothing here sleeps or reads the time: callers pass `now` (from a Clock) and wait themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# Providers quantise per-minute limits to about this window (OpenAI documents 1 s).
+PROVIDER_WINDOW_S = 1.0
+
+
+class Pace:
+    """An even pace of `per_minute` units; `None` or `inf` means unlimited.
+
+    `ready_at(now, cost)` tells when `cost` units may go; `take(now, cost)` books them.
+    """
+
+    __slots__ = ("_interval", "_per_minute", "_tat", "_tolerance")
+
+    def __init__(self, per_minute: float | None) -> None:
+        self._tat = 0.0  # theoretical arrival time of the next unit
+        self._per_minute: float | None = None
+        self._interval = 0.0
+        self._tolerance = 0.0
+        self.set_rate(per_minute)
+
+    @property
+    def per_minute(self) -> float | None:
+        """The pace in units per minute, None when unlimited."""
+        return self._per_minute
+
+    @property
+    def limited(self) -> bool:
+        """False when this pace lets everything through."""
+        return self._per_minute is not None
+
+    def set_rate(self, per_minute: float | None) -> None:
+        """Change the pace from now on, keeping the schedule already booked."""
+        if per_minute is None or math.isinf(per_minute):
+            self._per_minute = None
+            self._interval = 0.0
+            self._tolerance = 0.0
+            return
+        self._per_minute = max(per_minute, 1e-6)
+        self._interval = 60.0 / self._per_minute
+        per_window = self._per_minute / 60.0 * PROVIDER_WINDOW_S
+        # One unit of catch-up only where the provider's window holds two or more units:
+        # a key allowed one request per window would refuse the early one.
+        self._tolerance = self._interval if per_window >= 2 else 0.0
+
+    def ready_at(self, now: float, cost: float = 1.0) -> float:
+        """Return the earliest time, at or after `now`, that `cost` units may start."""
+        if self._per_minute is None:
+            return now
+        # A cost larger than one window's worth would never fit a provider's window: it is
+        # allowed once the schedule is clear.
+        return max(now, self._tat - self._tolerance)
+
+    def take(self, now: float, cost: float = 1.0) -> None:
+        """Book `cost` units as sent at `now` (call only once `ready_at` has come)."""
+        if self._per_minute is None:
+            return
+        # Keep the schedule if we are late by less than the tolerance; else restart from now,
+        # so an idle key does not bank a burst.
+        start = self._tat if self._tat >= now - self._tolerance else now
+        self._tat = start + cost * self._interval
+
+    def adjust(self, delta: float) -> None:
+        """Correct a booking by `delta` units (positive: more was used than booked)."""
+        if self._per_minute is None:
+            return
+        self._tat += delta * self._interval
+
+    def push_back(self, until: float) -> None:
+        """Hold the schedule until `until` (after a 429 or a zero remaining budget)."""
+        if self._per_minute is None:
+            return
+        self._tat = max(self._tat, until)
+
+
+@dataclass(frozen=True, slots=True)
+class RateInfo:
+    """What a response's `x-ratelimit-*` headers said (None where absent)."""
+
+    limit_requests: float | None = None
+    remaining_requests: float | None = None
+    reset_requests_s: float | None = None
+    limit_tokens: float | None = None
+    remaining_tokens: float | None = None
+    reset_tokens_s: float | None = None
+
+
+class Discovery:
+    """Find a rate limit nobody declared: grow until 429s appear, then settle just under.
+
+    Slow start doubles the rate each second the key was kept busy; the first 429 marks a
+    ceiling, the rate drops to 80% of it, and then creeps up by 1% of the ceiling for each
+    ten seconds without a 429, so it lives just under the limit and follows it if it rises.
+    """
+
+    __slots__ = ("_busy_since", "_ceiling", "_last_429", "_last_step", "_sent_in_step", "rate")
+
+    START_RPM = 600.0
+
+    def __init__(self, start_rpm: float = START_RPM) -> None:
+        self.rate = start_rpm
+        self._ceiling: float | None = None
+        self._last_step = 0.0
+        self._sent_in_step = 0
+        self._last_429 = -math.inf
+        self._busy_since = 0.0
+
+    @property
+    def ceiling(self) -> float | None:
+        """The rate (per minute) at which the first 429s came, once found."""
+        return self._ceiling
+
+    def on_sent(self, now: float, saturated: bool) -> float | None:
+        """Note one request sent; return a new rate (per minute) when it should change."""
+        if self._last_step == 0.0:
+            self._last_step = now
+        if saturated:
+            self._sent_in_step += 1
+        elapsed = now - self._last_step
+        if self._ceiling is None:
+            if elapsed < 1.0:
+                return None
+            used = self._sent_in_step / elapsed * 60.0
+            self._last_step, self._sent_in_step = now, 0
+            if used >= 0.8 * self.rate:
+                self.rate *= 2.0
+                return self.rate
+            return None
+        if elapsed < 10.0 or now - self._last_429 < 10.0:
+            return None
+        self._last_step, self._sent_in_step = now, 0
+        self.rate += 0.01 * self._ceiling
+        self._ceiling = max(self._ceiling, self.rate)
+        return self.rate
+
+    def on_rate_limited(self, now: float, observed_rpm: float) -> float:
+        """Note a 429; return the rate (per minute) to use from now on."""
+        self._last_429 = now
+        if now - self._last_step < 1.0 and self._ceiling is not None:
+            return self.rate  # one burst of 429s counts once
+        self._last_step, self._sent_in_step = now, 0
+        ceiling = min(self.rate, observed_rpm) if observed_rpm > 0 else self.rate
+        self._ceiling = ceiling if self._ceiling is None else min(self._ceiling, ceiling)
+        self.rate = 0.8 * self._ceiling
+        return self.rate
+
+
+def parse_duration(text: str) -> float | None:
+    """Return seconds from an OpenAI-style duration ("20ms", "1.5s", "6m0s", "1h2m") or None."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    total = 0.0
+    num = ""
+    i = 0
+    matched = False
+    while i < len(text):
+        ch = text[i]
+        if ch.isdigit() or ch == ".":
+            num += ch
+            i += 1
+            continue
+        unit = ch
+        if text.startswith("ms", i):
+            unit = "ms"
+        if not num:
+            return None
+        value = float(num)
+        num = ""
+        scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}.get(unit)
+        if scale is None:
+            return None
+        total += value * scale
+        matched = True
+        i += len(unit)
+    if num:
+        return None
+    return total if matched else None

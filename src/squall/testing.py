@@ -1,0 +1,143 @@
+"""Test equipment for squall and its users: a fake clock and the provider simulator.
+
+`FakeClock` stands in for `squall.clock.Clock` so limits and retries can be tested
+without sleeping. The provider simulator (`squall.simulator`, re-exported here) is a real
+OpenAI-compatible server on 127.0.0.1; `start_simulator_process` runs it as a separate
+process, for tests that kill or restart things.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from .errors import ServeError
+from .simulator import (
+    LedgerEntry,
+    SimConfig,
+    SimKey,
+    Simulator,
+    demo_config,
+    expected_answer,
+    iter_ledger_file,
+    prompt_digest,
+)
+
+__all__ = [
+    "FakeClock",
+    "LedgerEntry",
+    "SimConfig",
+    "SimKey",
+    "Simulator",
+    "demo_config",
+    "expected_answer",
+    "prompt_digest",
+    "read_ledger_file",
+    "start_simulator_process",
+    "stop_process",
+]
+
+
+class FakeClock:
+    """A `Clock` whose time moves only when told: `sleep()` and `advance()` move it at once.
+
+    Attributes:
+        sleeps: every duration passed to `sleep()`, in order, for tests to check.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        """Return the fake current time in seconds."""
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        """Move time forward by `seconds` (0 or less: not at all), then yield to the loop once."""
+        self.sleeps.append(seconds)
+        if seconds > 0:
+            self._now += seconds
+        await asyncio.sleep(0)
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by `seconds` without waiting."""
+        if seconds < 0:
+            raise ValueError("a clock cannot go back: advance() needs seconds >= 0")
+        self._now += seconds
+
+
+def read_ledger_file(path: str | Path) -> list[LedgerEntry]:
+    """Return the entries a simulator's `--ledger-file` holds (a torn last line is skipped)."""
+    return list(iter_ledger_file(path))
+
+
+def _read_first_line(proc: subprocess.Popen[str], timeout_s: float) -> str | None:
+    """Return the first stdout line of `proc`, or None if none came within `timeout_s`."""
+    lines: queue.Queue[str] = queue.Queue(maxsize=1)
+
+    def read() -> None:
+        assert proc.stdout is not None
+        lines.put(proc.stdout.readline())
+
+    threading.Thread(target=read, name="simulator-stdout", daemon=True).start()
+    try:
+        return lines.get(timeout=timeout_s)
+    except queue.Empty:
+        return None
+
+
+def start_simulator_process(
+    config: SimConfig,
+    ledger_file: str | Path | None = None,
+    *,
+    port: int = 0,
+    timeout_s: float = 30.0,
+) -> tuple[subprocess.Popen[str], str]:
+    """Start `python -m squall.simulator` serving `config`; return the process and base URL.
+
+    The config travels on the child's stdin, so keys never show in the process list. Stop
+    the process with `stop_process(proc)` (SIGTERM, then SIGKILL), or kill it on purpose.
+
+    Raises:
+        ServeError: the process exited or printed no URL within `timeout_s`.
+    """
+    env = dict(os.environ)
+    # The child must import this same squall, even when it came from a path not installed.
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-m", "squall.simulator", "--port", str(port), "--config", "-"]
+    if ledger_file is not None:
+        cmd += ["--ledger-file", str(ledger_file)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(config.to_dict()))
+    proc.stdin.close()
+    line = _read_first_line(proc, timeout_s)
+    if not line or not line.startswith("http://"):
+        stop_process(proc)
+        raise ServeError(
+            f"the simulator process printed no URL within {timeout_s:g} s (exit code "
+            f"{proc.returncode}); run `python -m squall.simulator` by hand to see why"
+        )
+    return proc, line.strip()
+
+
+def stop_process(proc: subprocess.Popen[str], timeout_s: float = 10.0) -> int:
+    """Stop `proc` with SIGTERM, then SIGKILL after `timeout_s`; return its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout_s)
+    if proc.stdout is not None:
+        proc.stdout.close()
+    return proc.returncode
