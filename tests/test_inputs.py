@@ -58,7 +58,7 @@ def test_jsonl_can_be_read_again_from_the_start(tmp_path: Path) -> None:
     source = open_input(path)
     first, second = all_rows(source), all_rows(source)
     assert first == second and len(first) == 5
-    assert source.name == str(path)
+    assert source.name == str(path) and source.path == path
     assert source.count() is None
 
 
@@ -237,7 +237,7 @@ def test_csv_duplicate_header_names_the_column(tmp_path: Path) -> None:
 
 def test_csv_non_utf8_names_line_and_offset(tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
-    path.write_bytes("prompt\nok\n".encode() + "计算".encode("gbk") + b"\n")
+    path.write_bytes(b"prompt\nok\n" + "计算".encode("gbk") + b"\n")
     with pytest.raises(InputError, match=r"line 3: byte 0xbc at byte 1 of the line \(byte 10 "):
         all_rows(open_input(path))
 
@@ -299,7 +299,7 @@ def test_empty_parquet_has_no_rows(tmp_path: Path) -> None:
 
 def test_list_of_strings_becomes_prompts() -> None:
     source = open_input(["一", "two"])
-    assert source.name == "<list>" and source.count() == 2
+    assert source.name == "<list>" and source.count() == 2 and source.path is None
     assert all_rows(source) == [Row(0, 1, {"prompt": "一"}), Row(1, 2, {"prompt": "two"})]
 
 
@@ -316,7 +316,7 @@ def test_empty_list_has_no_rows() -> None:
 
 def test_a_dict_is_not_a_source() -> None:
     with pytest.raises(InputError, match="cannot read rows from a dict"):
-        open_input({"prompt": "a"})  # type: ignore[arg-type]  # the wrong type is the test
+        open_input({"prompt": "a"})
 
 
 def test_one_shot_iterator_is_replayed_from_a_spool() -> None:
@@ -374,7 +374,9 @@ def test_dataframe_rows_have_python_values_and_string_columns() -> None:
 
 
 def test_batch_lines_are_detected_from_the_first_row(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "batch.jsonl", [json.dumps(batch_line(f"r{i}")) for i in range(3)])
+    path = write_lines(
+        tmp_path / "batch.jsonl", [json.dumps(batch_line(f"r{i}")) for i in range(3)]
+    )
     source = open_input(path)
     assert source.is_batch
     assert [r.data["custom_id"] for r in source.rows()] == ["r0", "r1", "r2"]

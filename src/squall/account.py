@@ -64,6 +64,8 @@ class Summary:
     journal: str | None = None
     output: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    preview: tuple[str, ...] = ()
+    """For a dry run: the first few requests, as they would be sent."""
 
     @property
     def rate(self) -> float | None:
@@ -112,6 +114,7 @@ class Summary:
                 f"  {k.label} ({k.masked_key}): {k.ok} ok, {k.rate_limited} x 429, "
                 f"{k.errors} errors, {k.state.value}"
             )
+        out.extend(self.preview)
         if self.output:
             out.append(f"output: {self.output}")
         if self.journal:
@@ -148,7 +151,7 @@ class Summary:
             )
         table.add_row("tokens", f"{self.prompt_tokens:,} in, {self.completion_tokens:,} out")
         table.add_row(
-            "cost", f"${self.cost:.4f}" if self.cost is not None else "unknown (add [prices])"
+            "cost", f"${self.cost:.4f}" if self.cost is not None else "unknown (add \\[prices])"
         )
         if self.wall_s is not None:
             rate = self.rate
@@ -164,6 +167,8 @@ class Summary:
                 keys.add_row(f"{k.label} ({k.masked_key})", str(k.ok), str(k.rate_limited),
                              str(k.errors), k.state.value)
             parts.append(keys)
+        for p in self.preview:
+            parts.append(Text(p))
         if self.output:
             parts.append(Text(f"output: {self.output}"))
         if self.journal:

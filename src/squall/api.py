@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import random
 import signal
@@ -59,6 +60,8 @@ class RunResult:
         """0 every row done, 1 some failed or left pending, 130 interrupted."""
         if self.summary.status == "interrupted":
             return 130
+        if self.summary.status == "dry-run":
+            return 0
         return 0 if self.summary.complete else 1
 
     def rows(self) -> Iterator[dict[str, Any]]:
@@ -120,9 +123,9 @@ def default_journal(output: str | Path | None, source: InputSource, settings_dig
     if source.name.startswith("<"):
         for row in source.rows():  # in-memory data: its content names it
             h.update(repr(sorted(row.data.items())).encode())
-    else:
+    elif source.path is not None:
         with contextlib.suppress(OSError):
-            st = os.stat(source.name)
+            st = os.stat(source.path)
             h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
     return Path(".squall") / f"{h.hexdigest()}.sqlite"
 
@@ -386,10 +389,14 @@ def write_output(path: Path, source: InputSource, journal: Path, batch: bool) ->
 def _dry_run(cfg: RunConfig, source: InputSource, builder: RequestBuilder, batch: bool) -> RunResult:
     n = 0
     tokens = 0
+    preview: list[str] = []
     for row in source.rows():
         spec = builder.build(row, batch=batch)
         n += 1
         tokens += spec.est_prompt_tokens
+        if len(preview) < 3:
+            body = _json({"model": spec.model or cfg.model, **spec.body}, sort=False)
+            preview.append(f"line {spec.line}: {body[:300]}")
     models = set(_models(cfg).values()) or ({cfg.model} if cfg.model else set())
     cost = None
     for m in models:
@@ -407,14 +414,13 @@ def _dry_run(cfg: RunConfig, source: InputSource, builder: RequestBuilder, batch
         cost=cost,
         reason="nothing sent; tokens are estimates"
         + ("" if cfg.max_tokens else ", answers not counted (set max_tokens to bound them)"),
+        preview=tuple(preview),
     )
     return RunResult(summary=summary, output=None, journal=Path(os.devnull), source=source)
 
 
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, sort_keys=True)
+def _json(value: Any, *, sort: bool = True) -> str:
+    return json.dumps(value, sort_keys=sort, ensure_ascii=False)
 
 
 def run(data: Any, **kwargs: Any) -> RunResult:

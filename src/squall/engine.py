@@ -34,7 +34,14 @@ class JournalLike(Protocol):
 
     def mark_sent(self, index: int) -> None: ...
     def record_success(
-        self, index: int, completion: Completion, *, latency_s: float, attempts: int, endpoint: str
+        self,
+        index: int,
+        completion: Completion,
+        *,
+        latency_s: float,
+        attempts: int,
+        endpoint: str,
+        model: str | None = None,
     ) -> None: ...
     def record_retry(self, index: int, error: ErrorInfo) -> None: ...
     def record_failure(
@@ -251,6 +258,7 @@ class Engine:
                 latency_s=latency,
                 attempts=item.attempts.total,
                 endpoint=slot.endpoint.name,
+                model=model,
             )
             self._pool.release_ok(lease, completion, rate)
             st = self.stats

@@ -84,12 +84,15 @@ class InputSource(ABC):
 
     Attributes:
         name: the file path, or "<list>"/"<DataFrame>"/"<iterable>", for messages.
+        path: the file read, or None for in-memory data (`name` may be overridden).
     """
 
     name: str
+    path: Path | None
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, path: Path | None = None) -> None:
         self.name = name
+        self.path = path
         self._first: Row | None = None
 
     def rows(self) -> Iterator[Row]:
@@ -253,8 +256,8 @@ class JsonlInput(InputSource):
     """Rows of a JSON Lines file: one JSON object per line; blank lines are skipped."""
 
     def __init__(self, path: Path, *, name: str) -> None:
-        super().__init__(name)
-        self.path = path
+        super().__init__(name, path)
+        self.path: Path = path
 
     def _read(self) -> Iterator[Row]:
         shown = self.name
@@ -316,8 +319,8 @@ class CsvInput(InputSource):
     """Rows of a CSV/TSV file with a header line; every value stays a string."""
 
     def __init__(self, path: Path, *, name: str, delimiter: str = ",") -> None:
-        super().__init__(name)
-        self.path = path
+        super().__init__(name, path)
+        self.path: Path = path
         self.delimiter = delimiter
 
     def _lines(self, f: IO[bytes]) -> Iterator[str]:
@@ -390,8 +393,8 @@ class ParquetInput(InputSource):
     """Rows of a Parquet file, read a record batch at a time; line numbers count rows."""
 
     def __init__(self, path: Path, *, name: str) -> None:
-        super().__init__(name)
-        self.path = path
+        super().__init__(name, path)
+        self.path: Path = path
         self._pq = _import_pyarrow_parquet("Reading Parquet")
 
     def _open(self) -> Any:

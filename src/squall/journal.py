@@ -882,7 +882,7 @@ def _journal_error(exc: sqlite3.Error, path: Path, action: str) -> JournalError:
 
 
 def _short(value: object) -> str:
-    text = json.dumps(value, sort_keys=True, default=str)
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

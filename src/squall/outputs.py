@@ -160,6 +160,9 @@ class OutputWriter(ABC):
         except OSError as exc:
             self._discard()
             raise self._error(exc) from None
+        except BaseException:
+            self._discard()
+            raise
 
     def abort(self) -> None:
         """Stop writing and remove the partial file; the output path is left untouched."""
@@ -404,6 +407,8 @@ class CsvWriter(OutputWriter):
             writer = csv.writer(self._f, delimiter=self.delimiter)
             writer.writerow(columns)
             pad = [""] * (len(columns) - len(self._header))
+            # Answers longer than csv's default 128 KiB field limit must read back too.
+            csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
             with first.open(encoding="utf-8", newline="") as f:
                 reader = csv.reader(f, delimiter=self.delimiter)
                 next(reader)
@@ -553,6 +558,9 @@ class ParquetWriter(OutputWriter):
         pa = self._pa
         if type_ == pa.string():
             values = [_text(v) for v in values]
+        elif type_ == pa.float64():
+            # Arrow refuses ints a double cannot hold exactly; Python rounds them instead.
+            values = [float(v) if v.__class__ is int else v for v in values]
         return pa.array(values, type=type_)
 
     def _release(self) -> None:

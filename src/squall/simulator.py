@@ -46,7 +46,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -423,7 +423,9 @@ class _Call:
     """One chat request, parsed leniently: what the handler needs to answer or refuse it."""
 
     __slots__ = (
+        "answer",
         "cost",
+        "counted",
         "digest",
         "headers",
         "last_user",
@@ -438,6 +440,7 @@ class _Call:
     def __init__(self, t0: float, raw: bytes) -> None:
         self.t0 = t0
         self.state: _KeyState | None = None
+        self.counted = False  # whether it holds one of its key's in-flight places
         self.headers: dict[str, str] = {}
         try:
             payload = json.loads(raw)
@@ -456,6 +459,7 @@ class _Call:
                 if m.get("role") == "user":
                     self.last_user = text
         self.digest = prompt_digest(self.last_user) if self.last_user is not None else ""
+        self.answer = expected_answer(self.last_user) if self.last_user is not None else ""
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         self.max_tokens: int | None = max_tokens if type(max_tokens) is int else None
         self.problem = ""
@@ -472,8 +476,14 @@ class _Call:
         self.cost = 0
         if not self.problem:
             # Charged up front like OpenAI: max_tokens when given, else what the answer uses.
-            done = self.max_tokens or _completion_tokens(expected_answer(self.last_user or ""))
+            done = self.max_tokens or _completion_tokens(self.answer)
             self.cost = self.prompt_tokens() + done
+
+    def release(self) -> None:
+        """Give back its in-flight place (once), before the client can see the answer."""
+        if self.counted and self.state is not None:
+            self.state.in_flight -= 1
+            self.counted = False
 
     def contains(self, marker: str) -> bool:
         return any(marker in t for t in self.texts)
@@ -483,7 +493,7 @@ class _Call:
 
     def completion(self, answer_id: str) -> dict[str, Any]:
         """Return the chat.completion object answering this request."""
-        answer = expected_answer(self.last_user or "")
+        answer = self.answer
         completion_tokens, finish_reason = _completion_tokens(answer), "stop"
         if self.max_tokens is not None and self.max_tokens < completion_tokens:
             answer, completion_tokens = answer[: self.max_tokens * 4], self.max_tokens
@@ -531,6 +541,15 @@ _CONTENT_FILTERED = _json(
         }
     }
 )
+
+
+async def _cancel_other_tasks() -> None:
+    """Cancel every other task on the running loop and wait (bounded) for them to end."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=5)
 
 
 class Simulator:
@@ -625,6 +644,10 @@ class Simulator:
             self._stop_thread(loop)
 
     def _stop_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Handlers cancelled by astop() must finish unwinding before the loop stops, or
+        # asyncio reports them as destroyed while pending (as asyncio.run avoids too).
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(_cancel_other_tasks(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=30)
@@ -666,22 +689,33 @@ class Simulator:
 
     def pause(self) -> None:
         """Make the endpoint refuse connections: stop listening and drop open connections."""
-        self._call(self._pause)
+        self._call(self.apause)
 
     def resume(self) -> None:
         """Listen again on the same port after `pause()`."""
-        self._call(self._listen)
+        self._call(self.aresume)
 
-    async def _pause(self) -> None:
+    async def apause(self) -> None:
+        """`pause()` for a simulator started with `astart()`, on its loop."""
         self._close_listener()
         if self._http is not None:
             for conn in self._http.connections:
                 conn.force_close()
 
+    async def aresume(self) -> None:
+        """`resume()` for a simulator started with `astart()`, on its loop."""
+        await self._listen()
+
     async def _listen(self) -> None:
         if self._listener is not None or self._http is None or self._loop is None:
             return
-        self._listener = await self._loop.create_server(self._http, HOST, self._port)
+        try:
+            self._listener = await self._loop.create_server(self._http, HOST, self._port)
+        except OSError as e:
+            raise ServeError(
+                f"the simulator cannot listen on {HOST}:{self._port}: {e.strerror or e}; "
+                "pick another port, or 0 for a free one"
+            ) from None
         self._port = self._listener.sockets[0].getsockname()[1]
 
     def _close_listener(self) -> None:
@@ -690,7 +724,7 @@ class Simulator:
             self._listener.close()
             self._listener = None
 
-    def _call(self, make: Any) -> None:
+    def _call(self, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run coroutine function `make` on the simulator's loop and wait for it."""
         loop = self._loop
         if loop is None:
@@ -698,7 +732,7 @@ class Simulator:
         if self._thread is not None and threading.current_thread() is not self._thread:
             asyncio.run_coroutine_threadsafe(make(), loop).result(timeout=30)
         else:
-            raise ServeError("pause()/resume() need a simulator started with start()")
+            raise ServeError("on the simulator's own loop, await apause()/aresume() instead")
 
     # -- test hooks --------------------------------------------------------------------------
 
@@ -757,7 +791,7 @@ class Simulator:
 
     def in_flight(self) -> int:
         """Return the number of chat requests being handled now, over all keys."""
-        return sum(s.in_flight for s in self._keys.values())
+        return sum(s.in_flight for s in list(self._keys.values()))
 
     # -- request handling --------------------------------------------------------------------
 
@@ -875,10 +909,11 @@ class Simulator:
                 "limit",
             )
         state.in_flight += 1
+        call.counted = True
         try:
             return await self._answer(request, call)
         finally:
-            state.in_flight -= 1
+            call.release()
 
     def _reply(
         self, call: _Call, status: int, data: bytes, fault: str, ctype: str = _JSON
@@ -1005,6 +1040,7 @@ class Simulator:
         self._record(
             LedgerEntry(call.t0, call.state.masked, call.model, call.digest, 200, served, fault)
         )
+        call.release()
         if served:
             with contextlib.suppress(ConnectionError):
                 await resp.prepare(request)
@@ -1019,6 +1055,7 @@ class Simulator:
         self._record(
             LedgerEntry(call.t0, call.state.masked, call.model, call.digest, 200, False, "reset")
         )
+        call.release()
         resp = web.StreamResponse(status=200, headers=call.headers)
         resp.content_type = _JSON
         resp.content_length = len(data)

@@ -162,13 +162,16 @@ def serve_command(
     ] = None,
     write_endpoints: Annotated[
         Path | None,
-        typer.Option(help="Also write the [[endpoints]] block to this TOML file."),
+        typer.Option(help="Also write the endpoints block (TOML) to this file."),
     ] = None,
     probe: Annotated[
         bool, typer.Option(help="Prove each adapter changes greedy answers vs the base.")
     ] = True,
     require_applied: Annotated[
-        bool, typer.Option(help="Stop (exit 1) if an adapter's answers all equal the base's.")
+        bool,
+        typer.Option(
+            "--require-applied", help="Stop (exit 1) if an adapter's answers all equal the base's."
+        ),
     ] = False,
     check: Annotated[
         bool, typer.Option("--check", help="Start, check, print the endpoints block, then stop.")

@@ -6,7 +6,6 @@ non-interactive Agg backend so no window or display is needed.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,8 +21,10 @@ def require_matplotlib() -> None:
     Raises:
         MissingExtraError: matplotlib is not installed.
     """
-    if importlib.util.find_spec("matplotlib") is None:
-        raise MissingExtraError("The eval chart", "eval", "matplotlib")
+    try:
+        import matplotlib  # noqa: F401  # a broken install fails here, before any request
+    except ImportError:
+        raise MissingExtraError("The eval chart", "eval", "matplotlib") from None
 
 
 def write_bar_chart(path: Path, *, title: str, categories: Sequence[str], panels: Panels) -> Path:
@@ -53,12 +54,14 @@ def write_bar_chart(path: Path, *, title: str, categories: Sequence[str], panels
                 bars = ax.bar(xs, [v * 100 for v in values], width, label=model)
                 ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
             ax.set_xticks(range(len(categories)), list(categories))
-            ax.set_ylim(0, 105)
+            ax.set_ylim(0, 108)
             ax.set_ylabel("accuracy (%)")
             ax.set_title(panel)
-            ax.legend(fontsize=8, loc="upper right")
+        # One legend under the panels: inside them it would cover bars near 100%.
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
         fig.suptitle(title)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
     finally:

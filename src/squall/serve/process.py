@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,6 +50,32 @@ def tail(path: Path, lines: int = 40, max_bytes: int = 64_000) -> str:
         return ""
     text = data.decode("utf-8", errors="replace")
     return "\n".join(text.splitlines()[-lines:])
+
+
+# A Python exception line ("ValueError: ...") or a logged error: what usually says why.
+_ERROR_LINE = re.compile(r"\b[A-Z]\w*(?:Error|Exception)\b: |\bERROR\b.*\b\w*Error: ")
+
+
+def explain(path: Path, lines: int = 40) -> str:
+    """Return the log's last `lines` lines, led by its last error lines when the tail lacks them.
+
+    Engines with worker processes (vLLM) print the root cause well before the tail, which
+    only shows the parent's secondary traceback.
+    """
+    end = tail(path, lines)
+    whole = tail(path, 5000, max_bytes=2_000_000)
+    found: list[str] = []
+    for line in reversed(whole.splitlines()):
+        if " WARNING " in line:
+            continue
+        if _ERROR_LINE.search(line) and line not in end and line not in found:
+            found.append(line)
+            if len(found) == 3:
+                break
+    if not found:
+        return end
+    causes = "\n".join(reversed(found))
+    return f"{causes}\n...\n{end}"
 
 
 class EngineProcess:
@@ -106,8 +133,8 @@ class EngineProcess:
         return self._proc.poll() if self._proc is not None else None
 
     def log_tail(self, lines: int = 40) -> str:
-        """Return the last lines the engine logged."""
-        return tail(self.log_path, lines)
+        """Return the last lines the engine logged, led by earlier error lines (see `explain`)."""
+        return explain(self.log_path, lines)
 
     def wait_ready(
         self,

@@ -152,9 +152,13 @@ def check_engine(
     if not opts.probe:
         return models, None
     say("proving the adapters are applied (greedy probe prompts to base and adapters) ...")
-    report = compare_adapters(
-        launch.base_url, launch.base_name, launch.adapter_names, api_key=api_key
-    )
+    try:
+        report = compare_adapters(
+            launch.base_url, launch.base_name, launch.adapter_names, api_key=api_key
+        )
+    except ServeError as e:
+        # The engine listed its models but fails to answer: say so, and keep it up for a look.
+        report = ProbeReport(unjudged=f"a probe request failed: {e}")
     any_name = answers_unknown_name(launch.base_url, api_key=api_key)
     report = ProbeReport(
         verdicts=report.verdicts,

