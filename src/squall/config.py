@@ -38,6 +38,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 DEFAULT_CONCURRENCY = 64
+_LIMIT_FLAGS = (("rpm", "rpm"), ("tpm", "tpm"), ("concurrency", "max_concurrency"))
 
 
 class _Frozen(BaseModel):
@@ -167,8 +168,7 @@ def expand_env(value: Any, env: Mapping[str, str], where: str = "") -> Any:
             if default is not None:
                 return default
             raise ConfigError(
-                f"{where or 'config'}: ${{{name}}} is not set; put {name}=... in .env "
-                "or export it"
+                f"{where or 'config'}: ${{{name}}} is not set; put {name}=... in .env or export it"
             )
 
         return _ENV_REF.sub(sub, value)
@@ -243,19 +243,26 @@ def load(
     data.update(flags)
 
     if "base_url" in endpoint_flags or not data.get("endpoints"):
-        base_url = endpoint_flags.get("base_url") or environ.get("SQUALL_BASE_URL") or environ.get(
-            "OPENAI_BASE_URL"
+        base_url = (
+            endpoint_flags.get("base_url")
+            or environ.get("SQUALL_BASE_URL")
+            or environ.get("OPENAI_BASE_URL")
         )
         if base_url:
-            names = endpoint_flags.get("key_env") or [
-                n for n in ("SQUALL_API_KEY", "OPENAI_API_KEY", "API_KEY") if n in environ
-            ][:1]
+            names = (
+                endpoint_flags.get("key_env")
+                or [n for n in ("SQUALL_API_KEY", "OPENAI_API_KEY", "API_KEY") if n in environ][:1]
+            )
             keys = []
             for n in names:
                 if n not in environ:
-                    raise ConfigError(f"--key-env {n}: the variable {n} is not set (.env or export)")
+                    raise ConfigError(
+                        f"--key-env {n}: the variable {n} is not set (.env or export)"
+                    )
                 keys.append(environ[n])
-            data["endpoints"] = [{"name": "default", "base_url": base_url, "keys": keys or ["EMPTY"]}]
+            data["endpoints"] = [
+                {"name": "default", "base_url": base_url, "keys": keys or ["EMPTY"]}
+            ]
     elif "key_env" in endpoint_flags:
         raise ConfigError("--key-env needs --base-url (or set keys in the config's [[endpoints]])")
 
@@ -269,7 +276,11 @@ def load(
                 ep["max_concurrency"] = limit_flags["concurrency"]
             for k in ep.get("keys", []):
                 if isinstance(k, dict):
-                    for src, dst in (("rpm", "rpm"), ("tpm", "tpm"), ("concurrency", "max_concurrency")):
+                    for src, dst in (
+                        ("rpm", "rpm"),
+                        ("tpm", "tpm"),
+                        ("concurrency", "max_concurrency"),
+                    ):
                         if src in limit_flags:
                             k[dst] = limit_flags[src]
 

@@ -8,7 +8,7 @@ SquallError
 ├── OutputError            the output file cannot be written
 ├── JournalError           the journal file is unusable
 │   └── InputChangedError  the input differs from the journal's rows; --restart or a new journal
-├── MissingExtraError      an optional dependency is not installed; the message says what to pip install
+├── MissingExtraError      an optional dependency is missing; the message says what to install
 ├── RunStopped             the run stopped early but cleanly (no usable key, cost cap); resumable
 ├── ServeError             an inference engine could not be started or checked
 └── RequestError           one HTTP request failed (raised by transport, handled by the engine)
@@ -87,9 +87,7 @@ class MissingExtraError(SquallError):
     def __init__(self, what: str, extra: str, module: str) -> None:
         self.extra = extra
         self.module = module
-        super().__init__(
-            f"{what} needs the '{module}' package: pip install \"squall[{extra}]\""
-        )
+        super().__init__(f"{what} needs the '{module}' package: pip install \"squall[{extra}]\"")
 
 
 class RunStopped(SquallError):
@@ -153,9 +151,7 @@ class ConnectionLost(RetryableError):
 
     kind = "connection"
 
-    def __init__(
-        self, message: str, *, status: int | None = None, refused: bool = False
-    ) -> None:
+    def __init__(self, message: str, *, status: int | None = None, refused: bool = False) -> None:
         self.refused = refused
         super().__init__(message, status=status)
 
