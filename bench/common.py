@@ -135,14 +135,42 @@ def start_lean_server(timeout_s: float = 20.0) -> Server:
     return Server(proc, url.strip())
 
 
-def start_simulator(config: Any, ledger: Path) -> Server:
-    """Start squall's provider simulator with `config` (a SimConfig) in its own process."""
-    from squall.testing import start_simulator_process
+def start_simulator(config: Any, ledger: Path, timeout_s: float = 30.0) -> Server:
+    """Start squall's provider simulator with `config` (a SimConfig) in its own process.
 
+    Like `squall.testing.start_simulator_process`, but the server's stderr goes to
+    `LEDGER.stderr.log`, so the tracebacks it logs when a client is killed mid-request do not
+    clutter the benchmark's output.
+    """
     ledger.parent.mkdir(parents=True, exist_ok=True)
     ledger.unlink(missing_ok=True)
-    proc, url = start_simulator_process(config, ledger_file=ledger)
-    return Server(proc, url)
+    log = ledger.with_name(ledger.name + ".stderr.log")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
+    cmd = [
+        sys.executable,
+        "-m",
+        "squall.simulator",
+        "--port",
+        "0",
+        "--config",
+        "-",
+        "--ledger-file",
+        str(ledger),
+    ]
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, env=env
+        )
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(config.to_dict()))
+    proc.stdin.close()
+    url = _first_line(proc, timeout_s)
+    if not url.startswith("http://"):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"the simulator printed no URL within {timeout_s:g} s: see {log}")
+    return Server(proc, url.strip())
 
 
 def _first_line(proc: subprocess.Popen[str], timeout_s: float) -> str:
@@ -296,7 +324,7 @@ class Table:
                 widths[i] = max(widths[i], len(c))
 
         def line(cells: Sequence[str]) -> str:
-            return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+            return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
 
         sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
         return "\n".join([line(self.headers), sep, *(line(r) for r in self.rows)])

@@ -79,19 +79,22 @@ class Summary:
         """True when every row is done."""
         return self.done == self.total
 
+    @property
+    def _why(self) -> str:
+        # "interrupted (interrupted)" says nothing twice.
+        return f" ({self.reason})" if self.reason and self.reason != self.status else ""
+
     def lines(self) -> list[str]:
         """Return the account as plain lines."""
         out = [
-            f"status: {self.status}" + (f" ({self.reason})" if self.reason else ""),
+            f"status: {self.status}{self._why}",
             f"rows: {self.total} total, {self.done} done, {self.failed} failed, "
             f"{self.pending} pending",
         ]
         for f in self.failures:
             rows = ", ".join(str(r) for r in f.example_rows)
             out.append(f"  failed {f.count} x {f.reason}" + (f" (rows {rows})" if rows else ""))
-        out.append(
-            f"requests sent: {self.requests_sent}, retries this session: {self.retries}"
-        )
+        out.append(f"requests sent: {self.requests_sent}, retries this session: {self.retries}")
         if self.in_flight_at_crash:
             out.append(
                 f"in flight at the last crash or kill: {self.in_flight_at_crash} "
@@ -131,9 +134,7 @@ class Summary:
         style = {"completed": "green", "interrupted": "yellow", "stopped": "yellow"}.get(
             self.status, "white"
         )
-        table.add_row("status", Text(self.status, style=style) + Text(
-            f" ({self.reason})" if self.reason else ""
-        ))
+        table.add_row("status", Text(self.status, style=style) + Text(self._why))
         table.add_row(
             "rows",
             f"{self.total} total, [green]{self.done} done[/], "
@@ -141,7 +142,9 @@ class Summary:
         )
         for f in self.failures:
             rows = ", ".join(str(r) for r in f.example_rows)
-            table.add_row("", f"[red]{f.count} x {f.reason}[/]" + (f" (rows {rows})" if rows else ""))
+            table.add_row(
+                "", f"[red]{f.count} x {f.reason}[/]" + (f" (rows {rows})" if rows else "")
+            )
         table.add_row("requests", f"{self.requests_sent} sent, {self.retries} retries")
         if self.in_flight_at_crash or self.cut_in_flight:
             table.add_row(
@@ -155,17 +158,20 @@ class Summary:
         )
         if self.wall_s is not None:
             rate = self.rate
-            table.add_row(
-                "time", f"{self.wall_s:.1f}s" + (f", {rate:.1f} rows/s" if rate else "")
-            )
+            table.add_row("time", f"{self.wall_s:.1f}s" + (f", {rate:.1f} rows/s" if rate else ""))
         parts: list[RenderableType] = [table]
         if self.keys:
             keys = Table(box=None, padding=(0, 1), show_edge=False)
             for col in ("key", "ok", "429", "errors", "state"):
                 keys.add_column(col, justify="right" if col in ("ok", "429", "errors") else "left")
             for k in self.keys:
-                keys.add_row(f"{k.label} ({k.masked_key})", str(k.ok), str(k.rate_limited),
-                             str(k.errors), k.state.value)
+                keys.add_row(
+                    f"{k.label} ({k.masked_key})",
+                    str(k.ok),
+                    str(k.rate_limited),
+                    str(k.errors),
+                    k.state.value,
+                )
             parts.append(keys)
         for p in self.preview:
             parts.append(Text(p))

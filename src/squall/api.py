@@ -29,7 +29,7 @@ from .account import Summary, cost_of, failures_from
 from .clock import Clock, MonotonicClock
 from .config import RunConfig
 from .engine import Engine, EngineOutcome
-from .errors import ConfigError
+from .errors import ConfigError, InputError, SquallError
 from .events import RunStats
 from .inputs import InputSource, open_input
 from .journal import Journal, JournalStats, discard
@@ -145,6 +145,46 @@ def _todo_specs(
                 return
 
 
+def _with_models(cfg: RunConfig, source: InputSource, batch: bool) -> RunConfig:
+    """Return `cfg` with a model for every endpoint, before any file is written.
+
+    OpenAI batch lines name their model in each body, so a batch input needs none in the
+    config: the first line's model then stands in for the pool (each line is still sent
+    with its own, and a line without one is refused by `_checked_specs`).
+
+    Raises:
+        ConfigError: an endpoint has no model, and the input does not name one either.
+    """
+    missing = [ep for ep in cfg.endpoints if not (ep.model or cfg.model)]
+    if not missing:
+        return cfg
+    if batch:
+        body = source.first_row().data.get("body")
+        model = body.get("model") if isinstance(body, Mapping) else None
+        if isinstance(model, str) and model:
+            return cfg.model_copy(update={"model": model})
+    cfg.model_for(missing[0])  # raises the ConfigError that says where to set it
+    return cfg
+
+
+def _checked_specs(
+    source: InputSource, builder: RequestBuilder, batch: bool, *, line_models: bool
+) -> Iterator[RequestSpec]:
+    """Yield every row's request, streaming; with `line_models`, each batch line must name
+    its model (none is configured)."""
+    for row in source.rows():
+        spec = builder.build(row, batch=batch)
+        if line_models and spec.model is None:
+            raise InputError(
+                'body has no "model" and no model is configured: add one to each line\'s '
+                "body, or pass --model",
+                file=source.name,
+                line=spec.line,
+                field="body.model",
+            )
+        yield spec
+
+
 def _models(cfg: RunConfig) -> dict[str, str]:
     out = {}
     for ep in cfg.endpoints:
@@ -170,7 +210,9 @@ def summarize(
     """Return the account of a journal (plus this session's counters when given)."""
     cost: float | None = 0.0
     for ep, usage in stats.tokens_by_endpoint.items():
-        c = cost_of(cfg_prices, models_by_endpoint.get(ep), usage.prompt_tokens, usage.completion_tokens)
+        c = cost_of(
+            cfg_prices, models_by_endpoint.get(ep), usage.prompt_tokens, usage.completion_tokens
+        )
         if c is None:
             cost = None
             break
@@ -283,33 +325,53 @@ async def arun(
         source_name=source.name,
     )
     if not batch and cfg.template:
-        check_template(cfg.template, source.columns(), source_name=source.name, line=source.first_row().line)
+        check_template(
+            cfg.template, source.columns(), source_name=source.name, line=source.first_row().line
+        )
     fp = builder.settings_fingerprint(cfg.model)
     if dry_run:
         return _dry_run(cfg, source, builder, batch)
     config_mod.require_endpoints(cfg)
+    pool_cfg = _with_models(cfg, source, batch)
     jpath = Path(journal) if journal is not None else default_journal(output, source, fp.digest)
     if restart:
         discard(jpath)
+    # A journal this call creates and that fails before anything is sent (bad row, bad key
+    # setting) is removed again: it holds no paid work, and keeping it would make the
+    # corrected rerun fail with "the settings changed".
+    created = not jpath.exists()
     started = clock.now()
     jr = Journal.open(jpath, sync=cfg.journal_sync)
-    models = _models(cfg)
+    models = _models(pool_cfg)
     outcome = EngineOutcome("stopped", "did not start")
     stats = RunStats()
     keys: tuple[KeyStats, ...] = ()
     session = False
+    failed_early = False
+    jstats: JournalStats | None = None
     try:
+        if output is not None:
+            # A bad output path (unknown extension, batch lines into CSV, unwritable) must
+            # fail before money is spent, not at the merge after the last answer.
+            open_writer(Path(output), batch=batch).abort()
         jr.check_settings(fp.digest, fp.settings, input_name=source.name)
         report = jr.ingest(
             (spec.index, spec.line, spec.fingerprint)
-            for spec in (builder.build(row, batch=batch) for row in source.rows())
+            for spec in _checked_specs(source, builder, batch, line_models=pool_cfg is not cfg)
         )
         jr.set_meta("models", _json(models))
         jr.set_meta("prices", _json({k: v.model_dump() for k, v in cfg.prices.items()}))
+        spent = 0.0
+        if cfg.max_cost is not None:
+            # The cap bounds the whole run's spend, not each resume's: count what the
+            # journal's answers already cost.
+            spent = summarize(jr.statistics(), cfg.prices, models, status="").cost or 0.0
         jr.begin_session()
         session = True
-        stats = RunStats(total=report.total, done_before=report.done, failed_before=report.failed)
-        pool = EndpointPool.from_config(cfg, clock, notify=stats.notice)
+        stats = RunStats(
+            total=report.total, done_before=report.done, failed_before=report.failed, cost=spent
+        )
+        pool = EndpointPool.from_config(pool_cfg, clock, notify=stats.notice)
         if report.in_flight:
             stats.notice(
                 f"{report.in_flight} request(s) were in flight when the last run died: "
@@ -353,12 +415,20 @@ async def arun(
                 with _Interrupts(engine):
                     outcome = await engine.run(todo)
         keys = pool.statistics()
+    except BaseException:
+        failed_early = not session
+        raise
     finally:
         if session:
             jr.end_session(outcome.status if outcome.status != "completed" else "completed")  # type: ignore[arg-type]  # EngineOutcome.status is one of SessionOutcome
         wall = clock.now() - started
-        jstats = jr.statistics()
+        if not failed_early:
+            jstats = jr.statistics()
         jr.close()
+        if failed_early and created:
+            with contextlib.suppress(SquallError, OSError):
+                discard(jpath)
+    assert jstats is not None
     out_path = None
     if output is not None:
         out_path = Path(output)
@@ -386,7 +456,9 @@ def write_output(path: Path, source: InputSource, journal: Path, batch: bool) ->
             writer.write(row, result)
 
 
-def _dry_run(cfg: RunConfig, source: InputSource, builder: RequestBuilder, batch: bool) -> RunResult:
+def _dry_run(
+    cfg: RunConfig, source: InputSource, builder: RequestBuilder, batch: bool
+) -> RunResult:
     n = 0
     tokens = 0
     preview: list[str] = []

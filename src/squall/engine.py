@@ -178,7 +178,7 @@ class Engine:
         if not self._tasks:
             return 0
         if self._interrupted:
-            done, pending = await asyncio.wait(set(self._tasks), timeout=self._grace_s)
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=self._grace_s)
             return len(pending)
         await asyncio.wait(set(self._tasks))
         return 0
@@ -189,14 +189,19 @@ class Engine:
             fut.set_result(None)
 
     async def _wait(self, timeout: float | None) -> None:
+        """Wait until a task ends or `timeout` seconds pass on the engine's Clock."""
         loop = asyncio.get_running_loop()
         self._changed = fut = loop.create_future()
-        handle = None if timeout is None else loop.call_later(max(0.0, timeout), _resolve, fut)
+        if timeout is None:
+            await fut
+            return
+        # Retry delays pass on the Clock, not the loop's timer, so a FakeClock drives them too.
+        sleeper = loop.create_task(self._clock.sleep(max(0.0, timeout)))
+        sleeper.add_done_callback(lambda _t: _resolve(fut))
         try:
             await fut
         finally:
-            if handle is not None:
-                handle.cancel()
+            sleeper.cancel()
 
     async def _dispatch(self, source: Iterator[RequestSpec]) -> None:
         exhausted = False
@@ -217,7 +222,10 @@ class Engine:
                 await self._wait(self._heap[0][0] - now if self._heap else None)
                 continue
             est = self._est_cost(item.spec) if self._est_cost is not None else 0.0
-            if self._max_cost is not None and self.stats.cost + self._reserved + est > self._max_cost:
+            if (
+                self._max_cost is not None
+                and self.stats.cost + self._reserved + est > self._max_cost
+            ):
                 self._stop = (
                     f"cost cap: ${self.stats.cost:.4f} spent, ${self._reserved:.4f} in flight, "
                     f"the next request would pass --max-cost ${self._max_cost:g}"

@@ -12,6 +12,7 @@ Nothing here sleeps or reads the time: callers pass `now` (from a Clock) and wai
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 # Providers quantise per-minute limits to about this window (OpenAI documents 1 s).
@@ -160,37 +161,29 @@ class Discovery:
 
 
 def parse_duration(text: str) -> float | None:
-    """Return seconds from an OpenAI-style duration ("20ms", "1.5s", "6m0s", "1h2m") or None."""
+    """Return seconds from an OpenAI-style duration ("20ms", "1.5s", "6m0s", "1h2m") or None.
+
+    A value that is not a duration (a typo in a header, a negative or infinite number) gives
+    None rather than an exception: a bad header must never stop a run.
+    """
     text = text.strip()
     if not text:
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         pass
+    else:
+        return value if math.isfinite(value) and value >= 0 else None
     total = 0.0
-    num = ""
-    i = 0
-    matched = False
-    while i < len(text):
-        ch = text[i]
-        if ch.isdigit() or ch == ".":
-            num += ch
-            i += 1
-            continue
-        unit = ch
-        if text.startswith("ms", i):
-            unit = "ms"
-        if not num:
+    pos = 0
+    for m in _DURATION_PART.finditer(text):
+        if m.start() != pos:
             return None
-        value = float(num)
-        num = ""
-        scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}.get(unit)
-        if scale is None:
-            return None
-        total += value * scale
-        matched = True
-        i += len(unit)
-    if num:
-        return None
-    return total if matched else None
+        total += float(m.group(1)) * _DURATION_UNIT[m.group(2)]
+        pos = m.end()
+    return total if pos == len(text) and pos > 0 else None
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|h|m|s)")
+_DURATION_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}

@@ -26,6 +26,7 @@ from .transport import Target, make_target
 
 _REST_MAX_S = 60.0
 _COOL_MAX_S = 60.0
+_RECENT_S = 5.0  # the longest span rate_now() is asked about
 
 
 class KeyState(str, Enum):
@@ -92,7 +93,9 @@ class KeySlot:
         self.dead = False
         self.completion_mean = 64.0
         self.sent = self.ok = self.rate_limited = self.errors = 0
-        self.recent: deque[float] = deque(maxlen=256)
+        # Send times over the last _RECENT_S seconds: a time window, not a count, so the
+        # rate a fast key reports (and the rate discovery observes at a 429) is not capped.
+        self.recent: deque[float] = deque()
         self._apply_rates()
 
     def _apply_rates(self) -> None:
@@ -122,8 +125,15 @@ class KeySlot:
             rest_until,
         )
 
-    def rate_now(self, now: float, span: float = 5.0) -> float:
-        """Return requests per second sent over the last `span` seconds."""
+    def note_sent(self, now: float) -> None:
+        """Count one request sent at `now` (and forget those older than the longest span)."""
+        recent = self.recent
+        recent.append(now)
+        while recent[0] < now - _RECENT_S:
+            recent.popleft()
+
+    def rate_now(self, now: float, span: float = _RECENT_S) -> float:
+        """Return requests per second sent over the last `span` seconds (at most _RECENT_S)."""
         n = 0
         for t in reversed(self.recent):
             if now - t > span:
@@ -139,6 +149,8 @@ class Lease:
     slot: KeySlot
     cost: float
     started: float
+    probe: bool = False
+    """The first request to an endpoint after it rested: the only one until it answers."""
 
 
 class EndpointPool:
@@ -156,7 +168,9 @@ class EndpointPool:
         self._clock = clock
         self._notify = notify
         self._rest_until: dict[str, float] = {}
+        self._rest_began: dict[str, float] = {}
         self._rest_streak: dict[str, int] = {}
+        self._probing: set[str] = set()
         self._changed: asyncio.Future[None] | None = None
 
     @classmethod
@@ -198,7 +212,9 @@ class EndpointPool:
             best_cost = 0.0
             for slot in self.slots:
                 cost = slot.cost(prompt_tokens, max_tokens)
-                at = slot.ready_at(now, cost, self._rest_until.get(slot.endpoint.name, 0.0))
+                name = slot.endpoint.name
+                rest = math.inf if name in self._probing else self._rest_until.get(name, 0.0)
+                at = slot.ready_at(now, cost, rest)
                 # Ties go to the key with more room, so load spreads over equal keys.
                 if at < best_at or (
                     best is not None
@@ -217,28 +233,36 @@ class EndpointPool:
             await self._wait(None if math.isinf(best_at) else best_at - now)
 
     async def _wait(self, timeout: float | None) -> None:
+        """Wait until a lease comes back or `timeout` seconds pass on the pool's Clock."""
         loop = asyncio.get_running_loop()
         self._changed = fut = loop.create_future()
         if timeout is None:
             await fut
             return
-        handle = loop.call_later(max(timeout, 0.0), _resolve, fut)
+        # Time passes on the Clock, not the loop's timer, so a FakeClock drives the pool too.
+        sleeper = loop.create_task(self._clock.sleep(max(timeout, 0.0)))
+        sleeper.add_done_callback(lambda _t: _resolve(fut))
         try:
             await fut
         finally:
-            handle.cancel()
+            sleeper.cancel()
 
     def _book(self, slot: KeySlot, cost: float, now: float) -> Lease:
         slot.requests.take(now)
         slot.tokens.take(now, cost)
         slot.in_flight += 1
         slot.sent += 1
-        slot.recent.append(now)
+        # After refusals, one request probes the endpoint; the rest wait for its answer rather
+        # than each spending a try on a connection that will likely be refused again.
+        probe = slot.endpoint.name in self._rest_streak
+        if probe:
+            self._probing.add(slot.endpoint.name)
+        slot.note_sent(now)
         if slot.discovery is not None and slot.header_rpm is None:
             new = slot.discovery.on_sent(now, saturated=slot.requests.ready_at(now) > now)
             if new is not None:
                 slot._apply_rates()
-        return Lease(slot, cost, now)
+        return Lease(slot, cost, now, probe)
 
     def release_ok(self, lease: Lease, completion: Completion, rate: RateInfo | None) -> None:
         """Return a lease after a successful answer."""
@@ -246,6 +270,8 @@ class EndpointPool:
         now = self._clock.now()
         slot.in_flight -= 1
         slot.ok += 1
+        if lease.probe:
+            self._probing.discard(slot.endpoint.name)
         slot.cool_streak = 0
         self._rest_streak.pop(slot.endpoint.name, None)
         if completion.completion_tokens is not None:
@@ -266,6 +292,10 @@ class EndpointPool:
         slot = lease.slot
         now = self._clock.now()
         slot.in_flight -= 1
+        if lease.probe:
+            self._probing.discard(slot.endpoint.name)
+        if error.status is not None:  # an HTTP answer: the endpoint is reachable again
+            self._rest_streak.pop(slot.endpoint.name, None)
         if rate is not None:
             self._follow_headers(slot, rate, now)
         if isinstance(error, RateLimited):
@@ -281,7 +311,7 @@ class EndpointPool:
                 )
         elif isinstance(error, ConnectionLost) and error.refused:
             slot.errors += 1
-            self._rest(slot.endpoint.name, now)
+            self._rest(slot.endpoint.name, now, lease.started)
         else:
             slot.errors += 1
         self._wake()
@@ -292,21 +322,30 @@ class EndpointPool:
         if wait is None:
             wait = min(_COOL_MAX_S, 0.5 * 2 ** (slot.cool_streak - 1))
         until = now + wait
+        # The rate this key really sent at: only since its last cooldown ended, since time
+        # spent blocked would make the limit look lower than it is.
+        since = max(now - 2.0, slot.blocked_until)
+        observed = slot.rate_now(now, span=now - since) * 60.0 if now - since >= 0.5 else 0.0
         slot.blocked_until = max(slot.blocked_until, until)
         slot.requests.push_back(until)
         if slot.discovery is not None and slot.header_rpm is None:
-            slot.discovery.on_rate_limited(now, slot.rate_now(now, span=2.0) * 60.0)
+            slot.discovery.on_rate_limited(now, observed)
             slot._apply_rates()
         elif slot.declared_rpm is not None or slot.header_rpm is not None:
             slot.factor = max(0.3, slot.factor * 0.9)
             slot._apply_rates()
 
-    def _rest(self, endpoint: str, now: float) -> None:
+    def _rest(self, endpoint: str, now: float, started: float) -> None:
+        if started <= self._rest_began.get(endpoint, -math.inf):
+            # Sent before the current rest began: the same outage, already counted. Counting
+            # each refused request in flight would stretch one outage's rest to the maximum.
+            return
         streak = self._rest_streak.get(endpoint, 0) + 1
         self._rest_streak[endpoint] = streak
         until = now + min(_REST_MAX_S, 2 ** (streak - 1))
         if until > self._rest_until.get(endpoint, 0.0):
             self._rest_until[endpoint] = until
+            self._rest_began[endpoint] = now
             self._notify(
                 f"endpoint {endpoint} refuses connections: resting it {until - now:.0f}s"
             )

@@ -48,7 +48,9 @@ def _fmt_eta(seconds: float | None) -> str:
     if seconds is None or seconds != seconds or seconds > 360000:
         return "--:--"
     s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    return (
+        f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    )
 
 
 class _Rate:
@@ -91,6 +93,7 @@ class Progress:
         self._console = Console(file=self._stream, highlight=False)
 
     async def __aenter__(self) -> Progress:
+        self._rate.update(self._clock.now(), 0)  # so even the first line has a rate
         if self._mode == "rich":
             self._live = Live(
                 self._render(), console=self._console, refresh_per_second=4, transient=False
@@ -132,8 +135,11 @@ class Progress:
                 print(f"squall: {msg}", file=self._stream, flush=True)
 
     def _numbers(self) -> tuple[Snapshot, float, float | None]:
-        snap = self._stats.statistics(self._clock.now())
-        rate = self._rate.update(snap.elapsed_s, snap.done + snap.failed)
+        now = self._clock.now()
+        snap = self._stats.statistics(now)
+        # Not `elapsed_s`: it jumps back when the engine sets its start time after the
+        # display has begun, which froze the rate at 0.
+        rate = self._rate.update(now, snap.done + snap.failed)
         left = snap.total - snap.done_before - snap.done - snap.failed
         eta = left / rate if rate > 0 else None
         return snap, rate, eta
@@ -173,8 +179,10 @@ class Progress:
         parts: list[RenderableType] = [head, info]
         if snap.errors:
             parts.append(
-                Text("errors: " + ", ".join(f"{k} {v}" for k, v in sorted(snap.errors.items())),
-                     style="yellow")
+                Text(
+                    "errors: " + ", ".join(f"{k} {v}" for k, v in sorted(snap.errors.items())),
+                    style="yellow",
+                )
             )
         keys = Table(box=None, padding=(0, 1), show_header=True, header_style="dim")
         for col in ("key", "state", "rate", "limit", "in flight", "ok", "429", "err"):

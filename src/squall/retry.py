@@ -7,6 +7,9 @@
   the row at once.
 - 401/403 says the *key* is bad, not the row: the row goes to another key at once, and the
   pool stops the run cleanly if no key is left.
+- A refused connection says the *endpoint* is down, not the row: the pool rests the endpoint
+  and probes it later, so, like a 429, it counts against the 429 budget with no delay of the
+  row's own (another endpoint may take the row at once).
 - 5xx, timeouts, resets and unparseable bodies use the fault budget (`max_attempts`) with
   jittered exponential backoff.
 - 400/404/422 and content filtering would fail again: recorded at once.
@@ -18,7 +21,14 @@ import random
 from dataclasses import dataclass
 
 from .config import RetryConfig
-from .errors import AuthError, FatalRequestError, RateLimited, RequestError, RetryableError
+from .errors import (
+    AuthError,
+    ConnectionLost,
+    FatalRequestError,
+    RateLimited,
+    RequestError,
+    RetryableError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +57,12 @@ class RetryPolicy:
 
     def backoff(self, faults: int) -> float:
         """Return the delay before the next try after `faults` faults (equal jitter)."""
-        ceiling = min(self._cfg.backoff_max_s, self._cfg.backoff_base_s * 2 ** max(0, faults - 1))
+        ceiling = min(self._cfg.backoff_max_s, self._cfg.backoff_base_s * 2.0 ** max(0, faults - 1))
         return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
 
     def decide(self, error: RequestError, attempts: Attempts) -> Decision:
         """Count `error` into `attempts` and return whether and when to try the row again."""
-        if isinstance(error, RateLimited):
+        if isinstance(error, RateLimited) or (isinstance(error, ConnectionLost) and error.refused):
             attempts.rate_limited += 1
             return Decision(attempts.rate_limited < self._cfg.max_rate_limited)
         if isinstance(error, AuthError):

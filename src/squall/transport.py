@@ -12,8 +12,11 @@ import asyncio
 import email.utils
 import html
 import json
+import math
 import re
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +51,8 @@ class Target:
     url: str
     headers: Mapping[str, str]
     timeout: aiohttp.ClientTimeout
+    proxy: str | None = None
+    """From HTTP(S)_PROXY/NO_PROXY, resolved once here rather than on every request."""
 
 
 def make_target(
@@ -57,11 +62,22 @@ def make_target(
     headers = {"Content-Type": "application/json", **extra_headers}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
+    url = f"{base_url}/chat/completions"
     return Target(
-        url=f"{base_url}/chat/completions",
+        url=url,
         headers=headers,
+        proxy=proxy_for(url),
         timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(10.0, timeout_s)),
     )
+
+
+def proxy_for(url: str) -> str | None:
+    """Return the proxy the environment sets for `url` (HTTP(S)_PROXY, NO_PROXY), or None."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if urllib.request.proxy_bypass(host):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 class Transport:
@@ -77,9 +93,11 @@ class Transport:
         connector = aiohttp.TCPConnector(
             limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300
         )
-        # The JSON body is encoded by us once; no cookies, no env proxies for loopback tests.
+        # No cookies, and trust_env off: with it aiohttp looks up netrc and proxies in a worker
+        # thread on every request, which cost more client CPU than all the rest (bench/overhead).
+        # Proxies from the environment are still honoured: make_target resolves them once.
         self._session = aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=True
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
         )
         return self
 
@@ -97,7 +115,11 @@ class Transport:
         assert self._session is not None, "use `async with Transport(...)`"
         try:
             async with self._session.post(
-                target.url, data=body, headers=target.headers, timeout=target.timeout
+                target.url,
+                data=body,
+                headers=target.headers,
+                timeout=target.timeout,
+                proxy=target.proxy,
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
@@ -139,7 +161,9 @@ class Transport:
         finish = choice.get("finish_reason")
         if finish == "content_filter" and not text:
             raise ContentFiltered("the provider filtered this content", status=200)
-        usage = data.get("usage") or {}
+        usage = data.get("usage")
+        if not isinstance(usage, dict):  # absent, null or junk: the answer still counts
+            usage = {}
         return Completion(
             text=text if isinstance(text, str) or text is None else json.dumps(text),
             finish_reason=finish,
@@ -157,10 +181,16 @@ class Transport:
             if code in ("insufficient_quota", "billing_hard_limit_reached"):
                 return AuthError(text, status=status)
             return RateLimited(text, retry_after=retry_after_s(headers))
+        # Checked before 403: some providers refuse filtered content with a 403, and taking
+        # that for a dead key would let one bad row remove every key from the pool.
+        if (
+            code == "content_filter"
+            or "content_filter" in message
+            or "content management policy" in message
+        ):
+            return ContentFiltered(text, status=status)
         if status in (401, 403):
             return AuthError(text, status=status)
-        if code == "content_filter" or "content_filter" in message or "content management policy" in message:
-            return ContentFiltered(text, status=status)
         if status == 408:
             return RequestTimeout(text, status=status)
         if status >= 500:
@@ -200,6 +230,17 @@ def error_message(raw: bytes) -> tuple[str, str | None]:
     return _clip(_SPACE.sub(" ", text)), None
 
 
+def _finite(text: str | None) -> float | None:
+    """Return `text` as a finite number, or None (absent, junk, inf or nan)."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _clip(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
 
@@ -207,19 +248,15 @@ def _clip(text: str) -> str:
 def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Return the wait a 429 asked for, in seconds: `retry-after-ms`, `Retry-After` (seconds
     or HTTP-date), or None."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
+    ms = _finite(headers.get("retry-after-ms"))
+    if ms is not None:
+        return max(0.0, ms / 1000.0)
     value = headers.get("Retry-After")
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    seconds = _finite(value)
+    if seconds is not None:
+        return max(0.0, seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -231,18 +268,20 @@ def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float
 
 def parse_rate_headers(headers: Mapping[str, str]) -> RateInfo | None:
     """Return the `x-ratelimit-*` headers as numbers, or None when there are none."""
-    if "x-ratelimit-limit-requests" not in headers and "x-ratelimit-limit-tokens" not in headers:
-        if "x-ratelimit-remaining-requests" not in headers:
-            return None
+    if not any(
+        name in headers
+        for name in (
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-remaining-tokens",
+        )
+    ):
+        return None
 
     def num(name: str) -> float | None:
-        v = headers.get(name)
-        if v is None:
-            return None
-        try:
-            return float(v)
-        except ValueError:
-            return None
+        v = _finite(headers.get(name))
+        return v if v is not None and v >= 0 else None
 
     def dur(name: str) -> float | None:
         v = headers.get(name)

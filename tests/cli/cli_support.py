@@ -8,6 +8,7 @@ subprocess with keys in environment variables. Nothing here mocks squall's HTTP 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -53,18 +54,30 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def write_config(path: Path, url: str, *, keys: Sequence[str] = ("${K1}",), **top: Any) -> Path:
-    """Write a squall TOML config with one endpoint at `url`; `top` adds top-level settings."""
-    lines = []
-    for name, value in top.items():
-        lines.append(f"{name} = {_toml(value)}")
-    lines.append('model = "sim-model"' if "model" not in top else "")
+def write_config(
+    path: Path,
+    url: str,
+    *,
+    keys: Sequence[str] = ("${K1}",),
+    endpoint: Mapping[str, Any] | None = None,
+    **top: Any,
+) -> Path:
+    """Write a squall TOML config with one endpoint "sim" at `url`; return its path.
+
+    `top` adds top-level settings; `endpoint` adds settings of the endpoint (default: no
+    rate limit, so tests do not wait for squall to discover one).
+    """
+    lines = [f"{name} = {_toml(value)}" for name, value in top.items()]
+    if "model" not in top:
+        lines.append('model = "sim-model"')
     lines += [
         "[[endpoints]]",
         'name = "sim"',
         f'base_url = "{url}"',
         "keys = [" + ", ".join(_toml(k) for k in keys) + "]",
     ]
+    settings = {"rpm": math.inf} if endpoint is None else endpoint
+    lines += [f"{name} = {_toml(value)}" for name, value in settings.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -174,7 +187,9 @@ def digests_to_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     return {prompt_digest(str(r["prompt"])): i for i, r in enumerate(rows)}
 
 
-def assert_complete_output(out_rows: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]) -> None:
+def assert_complete_output(
+    out_rows: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]
+) -> None:
     """Check the output holds every input row, in order, each answered with its own answer."""
     assert len(out_rows) == len(rows)
     for i, (got, want) in enumerate(zip(out_rows, rows, strict=True)):

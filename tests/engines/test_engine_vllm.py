@@ -1,13 +1,25 @@
-"""`squall serve --engine vllm` on vLLM (CPU) with a real model and an adapter trained here."""
+"""`squall serve` on vLLM (CPU) from the seed's YAML, then `squall eval arithmetic` against it.
+
+A real model (SmolLM2-135M) with two adapters trained here: `arith` (trained) and `zero`
+(untrained, so it changes nothing: the probe must say so rather than pass it).
+"""
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
 import pytest
-from engine_support import Trained, engine_python, start_serve
+from engine_support import (
+    SEED_YAML,
+    accuracy_line,
+    check_eval_outputs,
+    engine_python,
+    free_port,
+    run_eval,
+    start_serve,
+)
+from model_cache import Trained
 
 from squall.serve.client import ask, list_models
 from squall.serve.preflight import check_port_free
@@ -21,21 +33,21 @@ pytestmark = [pytest.mark.engine, pytest.mark.timeout(1200)]
 KEY = "sk-engine-vllm-test-7777"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def test_vllm_serves_base_and_adapters_and_proves_them(trained: Trained, tmp_path: Path) -> None:
+def test_vllm_serves_the_seed_yaml_proves_adapters_and_evaluates_them(
+    trained: Trained, tmp_path: Path
+) -> None:
     py = engine_python("SQUALL_VLLM_PYTHON")
     (tmp_path / ".env").write_text(f"API_KEY={KEY}\n")
+    # Adapters as a user keeps them, in folders named after what they are (saves/arith).
+    for name, target in (("arith", trained.arith), ("zero", trained.zero)):
+        (tmp_path / name).symlink_to(target, target_is_directory=True)
+    # The seed's YAML, unchanged but for paths and template; --engine vllm runs vLLM itself.
+    (tmp_path / "vllm_api.yaml").write_text(
+        SEED_YAML.format(base=trained.base, adapters=f"{tmp_path}/arith/, {tmp_path}/zero/")
+    )
     port = free_port()
     args = [
-        "serve",
-        "--model", str(trained.base),
-        "--lora", f"arith={trained.arith}",
-        "--lora", f"zero={trained.zero}",
+        "serve", "vllm_api.yaml",
         "--engine", "vllm",
         "--python", py,
         "--port", str(port),
@@ -51,12 +63,24 @@ def test_vllm_serves_base_and_adapters_and_proves_them(trained: Trained, tmp_pat
         assert block["base_url"] == url
         assert block["keys"] == ["${API_KEY}"]
         assert block["model"] == "arith"
-        answer = ask(url, "arith", "37 + 48", api_key=KEY, max_tokens=8)
-        assert answer.strip()
+        assert ask(url, "arith", "37 + 48", api_key=KEY, max_tokens=8).strip()
+
+        # The block serve wrote is the config eval takes; the key comes from .env.
+        ev = run_eval(tmp_path, tmp_path / "endpoints.toml", ["base", "arith"], tmp_path / "ev")
+        assert ev.code == 0, ev.stdout + ev.stderr[-4000:]
+        scored = check_eval_outputs(tmp_path / "ev", ["base", "arith"])
+        # Each model's rows went to that model: the adapter's answers are not the base's.
+        pairs = zip(scored["base"]["rows"], scored["arith"]["rows"], strict=True)
+        assert sum(b["response"] != a["response"] for b, a in pairs) > 0
+        for path in (tmp_path / "ev").iterdir():
+            assert KEY.encode() not in path.read_bytes(), path
+        assert KEY not in ev.stdout + ev.stderr
     finally:
         code, err = served.stop()
     print(f"\n[vllm] {trained.log}; ready+probe after {served.ready_s:.0f} s\n{err[-3000:]}")
+    print(accuracy_line("vllm", scored, ev.wall_s))
     assert code == 0, err[-6000:]
+    assert "--enforce-eager" in err  # the YAML's vllm_enforce_eager reached vLLM
     assert "adapter 'arith': applied:" in err
     # An adapter at its zero init changes nothing: the probe must say so, not pass it.
     assert "adapter 'zero': NOT shown applied" in err

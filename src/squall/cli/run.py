@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import ConfigError, InputError, JournalError, OutputError, SquallError
 
@@ -21,7 +22,8 @@ USAGE_ERRORS = (ConfigError, InputError, JournalError, OutputError)
 
 def fail(error: SquallError) -> typer.Exit:
     """Print `error` the way a person should read it and return the exit to raise."""
-    err.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+    # Messages quote config like `[[endpoints]]` and `[prices]`: print them, not as markup.
+    err.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
     return typer.Exit(2 if isinstance(error, USAGE_ERRORS) else 1)
 
 
@@ -34,26 +36,81 @@ def register(app: typer.Typer) -> None:
 
     @app.command("run")
     def run_cmd(
-        input: Annotated[Path, typer.Argument(help="Prompts: .jsonl, .csv, .parquet or OpenAI batch lines.")],
-        output: Annotated[Path, typer.Option("-o", "--output", help="Merged output (.jsonl, .csv, .parquet).")],
-        config: Annotated[Optional[Path], typer.Option("-c", "--config", help="TOML config file.")] = None,
-        journal: Annotated[Optional[Path], typer.Option("--journal", help="Journal file (default OUTPUT.squall.sqlite).")] = None,
-        base_url: Annotated[Optional[str], typer.Option("--base-url", help="One endpoint's base URL (replaces the config's endpoints).")] = None,
-        model: Annotated[Optional[str], typer.Option("--model", help="Model name to send.")] = None,
-        key_env: Annotated[Optional[list[str]], typer.Option("--key-env", help="Environment variable holding a key (repeat for several keys).")] = None,
-        rpm: Annotated[Optional[float], typer.Option("--rpm", help="Requests per minute per key (inf: unlimited).")] = None,
-        tpm: Annotated[Optional[float], typer.Option("--tpm", help="Tokens per minute per key.")] = None,
-        concurrency: Annotated[Optional[int], typer.Option("--concurrency", help="Requests in flight per key.")] = None,
-        template: Annotated[Optional[str], typer.Option("--template", help="Prompt template over the row's columns, e.g. '计算 {expression} 的结果'.")] = None,
-        system: Annotated[Optional[str], typer.Option("--system", help="System prompt.")] = None,
-        max_tokens: Annotated[Optional[int], typer.Option("--max-tokens")] = None,
-        temperature: Annotated[Optional[float], typer.Option("--temperature")] = None,
-        max_cost: Annotated[Optional[float], typer.Option("--max-cost", help="Stop sending before the spend (USD, from [prices]) would pass this.")] = None,
-        restart: Annotated[bool, typer.Option("--restart", help="Discard the journal and start fresh.")] = False,
-        retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Send rows that failed for good again.")] = False,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the input, estimate tokens and cost; send nothing.")] = False,
-        progress: Annotated[Optional[str], typer.Option("--progress", help="auto, rich, plain or off.")] = None,
-        input_format: Annotated[Optional[str], typer.Option("--format", help="Input format when the extension does not say: jsonl, csv, parquet.")] = None,
+        input: Annotated[
+            Path, typer.Argument(help="Prompts: .jsonl, .csv, .parquet or OpenAI batch lines.")
+        ],
+        output: Annotated[
+            Path, typer.Option("-o", "--output", help="Merged output (.jsonl, .csv, .parquet).")
+        ],
+        config: Annotated[
+            Path | None, typer.Option("-c", "--config", help="TOML config file.")
+        ] = None,
+        journal: Annotated[
+            Path | None,
+            typer.Option("--journal", help="Journal file (default OUTPUT.squall.sqlite)."),
+        ] = None,
+        base_url: Annotated[
+            str | None,
+            typer.Option(
+                "--base-url", help="One endpoint's base URL (replaces the config's endpoints)."
+            ),
+        ] = None,
+        model: Annotated[str | None, typer.Option("--model", help="Model name to send.")] = None,
+        key_env: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--key-env", help="Environment variable holding a key (repeat for several keys)."
+            ),
+        ] = None,
+        rpm: Annotated[
+            float | None,
+            typer.Option("--rpm", help="Requests per minute per key (inf: unlimited)."),
+        ] = None,
+        tpm: Annotated[
+            float | None, typer.Option("--tpm", help="Tokens per minute per key.")
+        ] = None,
+        concurrency: Annotated[
+            int | None, typer.Option("--concurrency", help="Requests in flight per key.")
+        ] = None,
+        template: Annotated[
+            str | None,
+            typer.Option(
+                "--template",
+                help="Prompt template over the row's columns, e.g. '计算 {expression} 的结果'.",
+            ),
+        ] = None,
+        system: Annotated[str | None, typer.Option("--system", help="System prompt.")] = None,
+        max_tokens: Annotated[int | None, typer.Option("--max-tokens")] = None,
+        temperature: Annotated[float | None, typer.Option("--temperature")] = None,
+        max_cost: Annotated[
+            float | None,
+            typer.Option(
+                "--max-cost",
+                help="Stop sending before the spend (USD, from [prices]) would pass this.",
+            ),
+        ] = None,
+        restart: Annotated[
+            bool, typer.Option("--restart", help="Discard the journal and start fresh.")
+        ] = False,
+        retry_failed: Annotated[
+            bool, typer.Option("--retry-failed", help="Send rows that failed for good again.")
+        ] = False,
+        dry_run: Annotated[
+            bool,
+            typer.Option(
+                "--dry-run", help="Validate the input, estimate tokens and cost; send nothing."
+            ),
+        ] = False,
+        progress: Annotated[
+            str | None, typer.Option("--progress", help="auto, rich, plain or off.")
+        ] = None,
+        input_format: Annotated[
+            str | None,
+            typer.Option(
+                "--format",
+                help="Input format when the extension does not say: jsonl, csv, parquet.",
+            ),
+        ] = None,
     ) -> None:
         """Run every row of INPUT through the endpoints; write OUTPUT in input order.
 
@@ -93,14 +150,20 @@ def register(app: typer.Typer) -> None:
             raise fail(e) from None
         summary = result.summary
         err.print(summary)
+        hint = escape(_resume_hint(sys.argv))
         if summary.status == "interrupted":
-            err.print(f"[yellow]interrupted.[/] Resume with: {_resume_hint(sys.argv)}")
+            err.print(f"[yellow]interrupted.[/] Resume with: {hint}", soft_wrap=True)
         elif summary.status == "stopped":
-            err.print(f"[yellow]stopped: {summary.reason}[/]\nResume with: {_resume_hint(sys.argv)}")
+            err.print(
+                f"[yellow]stopped: {escape(summary.reason or '')}[/]\nResume with: {hint}",
+                soft_wrap=True,
+            )
         elif summary.failed:
             err.print(
-                f"{summary.failed} row(s) failed for good (reasons above, `error` column in the "
-                "output); rerun with --retry-failed to send them again"
+                f"{summary.failed} row(s) failed (reasons above, `error` column in the "
+                "output): rerunning sends those that ran out of retries again; "
+                "--retry-failed also sends those refused for good (4xx)",
+                soft_wrap=True,
             )
         raise typer.Exit(result.exit_code)
 
@@ -118,6 +181,7 @@ def register(app: typer.Typer) -> None:
         try:
             with Journal.open(journal, read_only=True) as jr:
                 stats = jr.statistics()
+                live = jr.in_use_elsewhere()
                 models = json.loads(jr.get_meta("models") or "{}")
                 prices = {
                     k: Price(**v) for k, v in json.loads(jr.get_meta("prices") or "{}").items()
@@ -128,14 +192,22 @@ def register(app: typer.Typer) -> None:
         status = "unknown"
         reason = None
         if last is not None:
-            if last.outcome is None:
+            if last.outcome is None and live:
+                status = "running"
+                reason = f"pid {last.pid}; {stats.sent} request(s) in flight now"
+            elif last.outcome is None:
                 status = "interrupted"
-                reason = "running now, or its process died (kill -9, crash)"
+                reason = (
+                    f"its process died (kill -9, crash) with {stats.sent} request(s) in flight: "
+                    "they may have been billed, and are sent again on resume"
+                )
             else:
                 status = last.outcome
         summary: Summary = summarize(
             stats, prices, models, status=status, reason=reason, journal=journal
         )
+        if live:  # what is in flight now is not what a crash left behind
+            summary = dataclasses.replace(summary, in_flight_at_crash=0)
         if as_json:
             out.print_json(
                 data={
@@ -144,8 +216,12 @@ def register(app: typer.Typer) -> None:
                     "done": summary.done,
                     "failed": summary.failed,
                     "pending": summary.pending,
-                    "failures": {f.reason: {"count": f.count, "rows": list(f.example_rows)} for f in summary.failures},
+                    "failures": {
+                        f.reason: {"count": f.count, "rows": list(f.example_rows)}
+                        for f in summary.failures
+                    },
                     "requests_sent": summary.requests_sent,
+                    "in_flight": stats.sent,
                     "in_flight_at_crash": summary.in_flight_at_crash,
                     "prompt_tokens": summary.prompt_tokens,
                     "completion_tokens": summary.completion_tokens,
@@ -160,9 +236,11 @@ def register(app: typer.Typer) -> None:
     @app.command("simulate")
     def simulate_cmd(
         port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 8000,
-        config: Annotated[Optional[str], typer.Option("--config", help="Simulator config as JSON (or a path).")] = None,
+        config: Annotated[
+            str | None, typer.Option("--config", help="Simulator config as JSON (or a path).")
+        ] = None,
     ) -> None:
-        """Start the provider SIMULATOR (not a model: it echoes and does arithmetic) on 127.0.0.1."""
+        """Start the provider SIMULATOR (not a model: it echoes, does arithmetic) on 127.0.0.1."""
         from ..simulator import main as sim_main
 
         args = ["--port", str(port)]
@@ -172,8 +250,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("demo")
     def demo_cmd(
-        rows: Annotated[int, typer.Option("-n", "--rows", help="Arithmetic prompts to send.")] = 300,
-        workdir: Annotated[Path, typer.Option("--dir", help="Where the demo writes its files.")] = Path("squall-demo"),
+        rows: Annotated[
+            int, typer.Option("-n", "--rows", help="Arithmetic prompts to send.")
+        ] = 300,
+        workdir: Annotated[
+            Path, typer.Option("--dir", help="Where the demo writes its files.")
+        ] = Path("squall-demo"),
         restart: Annotated[bool, typer.Option("--restart", help="Start the demo over.")] = False,
     ) -> None:
         """Run a practice batch against a local SIMULATED provider: 3 keys of uneven limits,
@@ -185,5 +267,3 @@ def register(app: typer.Typer) -> None:
         except SquallError as e:
             raise fail(e) from None
         raise typer.Exit(code)
-
-

@@ -1,0 +1,221 @@
+"""Pacing (GCRA), limit discovery and duration parsing: pure computation, fake time only."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from squall.limits import Discovery, Pace, parse_duration
+
+
+def send_times(pace: Pace, n: int, *, start: float = 0.0, late: float = 0.0) -> list[float]:
+    """Book `n` units as soon as the pace allows, each woken `late` seconds after its time."""
+    now = start
+    times: list[float] = []
+    for _ in range(n):
+        now = max(now, pace.ready_at(now))
+        if times and now > times[-1]:
+            now += late
+        pace.take(now)
+        times.append(now)
+    return times
+
+
+def most_in_window(times: list[float], window: float) -> int:
+    """Return the most sends that fall within any half-open span of `window` seconds."""
+    best = 0
+    for i, t in enumerate(times):
+        best = max(best, sum(1 for u in times[i:] if u < t + window - 1e-9))
+    return best
+
+
+# -- Pace ---------------------------------------------------------------------------------------
+
+
+def test_pace_spaces_requests_evenly() -> None:
+    pace = Pace(600)  # one every 0.1 s
+    times = send_times(pace, 50)
+    gaps = [b - a for a, b in itertools.pairwise(times[1:])]
+    assert all(g == pytest.approx(0.1) for g in gaps)
+    # 50 requests take 49 intervals less the one early unit the tolerance allows.
+    assert times[-1] == pytest.approx(4.8)
+
+
+def test_pace_never_bursts_beyond_one_early_unit() -> None:
+    pace = Pace(600)
+    times = send_times(pace, 200)
+    # A provider's one-second window holds 10 units; the pace never puts more than 11 there.
+    assert most_in_window(times, 1.0) <= 11
+    # And after a long idle spell it does not bank a burst either.
+    idle = send_times(pace, 30, start=times[-1] + 60.0)
+    assert most_in_window(idle, 1.0) <= 11
+    assert idle[1] - idle[0] == 0.0  # the one early unit
+    assert idle[2] - idle[1] == pytest.approx(0.1)
+
+
+def test_pace_gives_no_early_unit_to_slow_keys() -> None:
+    # 60 rpm: one per second; a provider window holds one, so an early one would be refused.
+    pace = Pace(60)
+    times = send_times(pace, 5, start=10.0)
+    assert times == pytest.approx([10.0, 11.0, 12.0, 13.0, 14.0])
+    pace = Pace(100)  # 1.67 per window: still below two
+    times = send_times(pace, 4)
+    assert [b - a for a, b in itertools.pairwise(times)] == pytest.approx([0.6] * 3)
+
+
+def test_pace_keeps_the_schedule_when_woken_slightly_late() -> None:
+    pace = Pace(600)
+    times = send_times(pace, 101, late=0.004)  # the loop wakes each send 4 ms late
+    # Drifting would add 4 ms per send (0.4 s over 100 sends); keeping the schedule adds none.
+    assert times[-1] <= 100 * 0.1 + 0.01
+
+
+def test_pace_restarts_from_now_after_an_idle_spell() -> None:
+    pace = Pace(600)
+    send_times(pace, 10)
+    assert pace.ready_at(100.0) == 100.0
+    pace.take(100.0)
+    pace.take(100.0)
+    assert pace.ready_at(100.0) == pytest.approx(100.1)
+
+
+def test_pace_unlimited_lets_everything_through() -> None:
+    for rate in (None, math.inf):
+        pace = Pace(rate)
+        assert not pace.limited
+        assert pace.per_minute is None
+        for _ in range(1000):
+            pace.take(5.0)
+        assert pace.ready_at(5.0) == 5.0
+
+
+def test_pace_set_rate_changes_spacing_and_keeps_booked_schedule() -> None:
+    pace = Pace(600)
+    pace.take(0.0)
+    pace.take(0.0)  # booked to 0.2
+    pace.set_rate(60)  # slow key now: no early unit
+    assert pace.per_minute == 60
+    assert pace.ready_at(0.0) == pytest.approx(0.2)
+    pace.take(0.2)
+    assert pace.ready_at(0.2) == pytest.approx(1.2)
+    pace.set_rate(None)
+    assert pace.ready_at(0.2) == 0.2
+    pace.set_rate(6000)
+    assert pace.per_minute == 6000
+
+
+def test_pace_adjust_corrects_a_booking_both_ways() -> None:
+    tokens = Pace(6000)  # 100 tokens/s
+    tokens.take(0.0, cost=100)  # booked one second of tokens
+    assert tokens.ready_at(0.0) == pytest.approx(1.0 - 0.01)
+    tokens.adjust(-50)  # the answer used 50 fewer tokens than booked
+    assert tokens.ready_at(0.0) == pytest.approx(0.5 - 0.01)
+    tokens.adjust(+150)
+    assert tokens.ready_at(0.0) == pytest.approx(2.0 - 0.01)
+
+
+def test_pace_push_back_holds_the_schedule_but_never_pulls_it_forward() -> None:
+    pace = Pace(600)
+    pace.take(0.0)
+    pace.push_back(5.0)
+    assert pace.ready_at(1.0) >= 5.0 - 0.1
+    pace.push_back(2.0)  # an earlier hold changes nothing
+    assert pace.ready_at(1.0) >= 5.0 - 0.1
+    slow = Pace(30)
+    slow.push_back(7.0)
+    assert slow.ready_at(0.0) == 7.0
+
+
+# -- Discovery ----------------------------------------------------------------------------------
+
+
+def test_discovery_slow_start_doubles_each_saturated_second() -> None:
+    d = Discovery(start_rpm=600)
+    rates = []
+    t = 1.0
+    while t < 4.5:  # every send waited on the pace, so the key used all the rate it had
+        new = d.on_sent(t, saturated=True)
+        if new is not None:
+            rates.append(new)
+        t += 60.0 / d.rate
+    assert rates == [1200, 2400, 4800]
+    assert d.ceiling is None
+
+
+def test_discovery_does_not_grow_while_the_key_is_idle() -> None:
+    d = Discovery(start_rpm=600)
+    for i in range(30):
+        assert d.on_sent(1.0 + i * 0.5, saturated=False) is None
+    assert d.rate == 600
+
+
+def test_discovery_429_sets_ceiling_and_drops_to_80_percent() -> None:
+    d = Discovery(start_rpm=1200)
+    d.on_sent(1.0, saturated=True)
+    rate = d.on_rate_limited(2.0, observed_rpm=1000)
+    assert d.ceiling == 1000
+    assert rate == pytest.approx(800)
+    # A burst of 429s from the same overshoot counts once.
+    assert d.on_rate_limited(2.2, observed_rpm=500) == pytest.approx(800)
+    assert d.ceiling == 1000
+
+
+def test_discovery_ceiling_without_an_observed_rate_uses_the_current_rate() -> None:
+    d = Discovery(start_rpm=600)
+    assert d.on_rate_limited(3.0, observed_rpm=0) == pytest.approx(480)
+    assert d.ceiling == 600
+
+
+def test_discovery_creeps_up_after_quiet_spells_and_follows_a_rising_limit() -> None:
+    d = Discovery(start_rpm=1000)
+    d.on_rate_limited(1.0, observed_rpm=1000)
+    assert d.rate == pytest.approx(800)
+    assert d.on_sent(5.0, saturated=True) is None  # too soon after the 429
+    steps = [r for t in range(12, 300) if (r := d.on_sent(float(t), saturated=True)) is not None]
+    # One step per ten quiet seconds, each 1% of the ceiling (which grows once passed).
+    assert len(steps) == 29
+    assert steps[:3] == pytest.approx([810, 820, 830])
+    assert all(b - a >= 10 - 1e-9 for a, b in itertools.pairwise(steps))
+    assert d.rate > 1000  # passed the old ceiling: the limit may have risen
+    assert d.ceiling == pytest.approx(d.rate)
+
+
+def test_discovery_later_429_lowers_the_ceiling() -> None:
+    d = Discovery(start_rpm=1000)
+    d.on_rate_limited(1.0, observed_rpm=1000)
+    d.on_rate_limited(5.0, observed_rpm=700)
+    assert d.ceiling == pytest.approx(700)
+    assert d.rate == pytest.approx(560)
+
+
+# -- parse_duration -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("20ms", 0.02),
+        ("1s", 1.0),
+        ("1.5s", 1.5),
+        ("6m0s", 360.0),
+        ("1h2m", 3720.0),
+        ("1h2m3.5s", 3723.5),
+        ("2m30s", 150.0),
+        ("0s", 0.0),
+        ("7", 7.0),
+        ("0.25", 0.25),
+        (" 3s ", 3.0),
+        ("1m500ms", 60.5),
+    ],
+)
+def test_parse_duration_reads_openai_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "   ", "s", "ms", "abc", "5x", "1m2", "1.2.3s", "-", "-5", "inf", "nan", "1s-2s"]
+)
+def test_parse_duration_refuses_what_it_cannot_read(text: str) -> None:
+    assert parse_duration(text) is None

@@ -1,0 +1,514 @@
+"""The endpoint pool on a FakeClock, no sockets: who gets each request, what answers teach it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from squall.config import EndpointConfig, KeyConfig, RunConfig
+from squall.errors import (
+    AuthError,
+    BadRequest,
+    ConnectionLost,
+    RateLimited,
+    RunStopped,
+    ServerError,
+)
+from squall.limits import RateInfo
+from squall.pool import EndpointPool, KeyState, Lease
+from squall.records import Completion
+from squall.redact import ApiKey
+from squall.testing import FakeClock
+
+KEYS = [f"sk-pool-{c * 12}{i:04d}" for i, c in enumerate("abcdef")]
+OK = Completion(text="ok", finish_reason="stop", prompt_tokens=10, completion_tokens=5)
+
+
+def endpoint(name: str, *keys: dict[str, Any] | str, **limits: Any) -> EndpointConfig:
+    """An endpoint on a port nothing listens on: the pool never opens a socket."""
+    return EndpointConfig(
+        name=name,
+        base_url=f"http://127.0.0.1:9/{name}/v1",
+        keys=tuple(
+            KeyConfig(key=ApiKey(k)) if isinstance(k, str) else KeyConfig(**k) for k in keys
+        ),
+        **limits,
+    )
+
+
+def make_pool(
+    *endpoints: EndpointConfig, clock: FakeClock | None = None
+) -> tuple[EndpointPool, FakeClock, list[str]]:
+    clock = clock or FakeClock(start=1000.0)
+    notices: list[str] = []
+    cfg = RunConfig(model="m", endpoints=endpoints)
+    return EndpointPool.from_config(cfg, clock, notify=notices.append), clock, notices
+
+
+async def take_many(pool: EndpointPool, n: int, tokens: int = 10) -> list[Lease]:
+    """Acquire `n` leases one after another, each answered at once."""
+    leases = []
+    for _ in range(n):
+        lease = await pool.acquire(tokens, None)
+        pool.release_ok(lease, OK, None)
+        leases.append(lease)
+    return leases
+
+
+def labels(leases: list[Lease]) -> Counter[str]:
+    return Counter(lease.slot.label for lease in leases)
+
+
+# -- choosing a key -----------------------------------------------------------------------------
+
+
+async def test_uneven_keys_get_shares_in_proportion_to_their_limits() -> None:
+    pool, clock, _ = make_pool(
+        endpoint(
+            "relay",
+            {"key": KEYS[0], "rpm": 1200},
+            {"key": KEYS[1], "rpm": 600},
+            {"key": KEYS[2], "rpm": 300},
+        )
+    )
+    t0 = clock.now()
+    leases = await take_many(pool, 700)
+    got = labels(leases)
+    # 20, 10 and 5 requests a second: 4/7, 2/7 and 1/7 of the work.
+    assert got["relay#1"] == pytest.approx(400, abs=4)
+    assert got["relay#2"] == pytest.approx(200, abs=4)
+    assert got["relay#3"] == pytest.approx(100, abs=4)
+    # The pool runs at the sum of the limits (35/s), not at the slowest key's pace times three.
+    assert clock.now() - t0 == pytest.approx(20.0, abs=0.2)
+
+
+async def test_each_key_stays_within_its_own_pace() -> None:
+    pool, _, _ = make_pool(
+        endpoint("relay", {"key": KEYS[0], "rpm": 600}, {"key": KEYS[1], "rpm": 60})
+    )
+    leases = await take_many(pool, 220)
+    for label, rate_per_s in (("relay#1", 10), ("relay#2", 1)):
+        times = [le.started for le in leases if le.slot.label == label]
+        for i, t in enumerate(times):
+            in_window = sum(1 for u in times[i:] if u < t + 1.0 - 1e-9)
+            # At most one early unit, and only where the window holds two or more.
+            assert in_window <= rate_per_s + (1 if rate_per_s >= 2 else 0)
+
+
+async def test_an_unlimited_key_starts_everything_at_once_up_to_its_concurrency() -> None:
+    pool, clock, _ = make_pool(
+        endpoint("local", {"key": KEYS[0], "max_concurrency": 3}, rpm=math.inf)
+    )
+    t0 = clock.now()
+    leases = [await pool.acquire(10, None) for _ in range(3)]
+    assert clock.now() == t0
+    assert pool.max_in_flight == 3
+    task = asyncio.ensure_future(pool.acquire(10, None))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert not task.done()  # the fourth waits for a place
+    pool.release_ok(leases[0], OK, None)
+    lease = await asyncio.wait_for(task, timeout=5)
+    assert lease.slot.in_flight == 3
+
+
+async def test_concurrency_caps_send_the_overflow_to_the_other_key() -> None:
+    pool, _, _ = make_pool(
+        endpoint(
+            "relay",
+            {"key": KEYS[0], "max_concurrency": 2},
+            {"key": KEYS[1], "max_concurrency": 5},
+            rpm=math.inf,
+        )
+    )
+    leases = [await pool.acquire(10, None) for _ in range(7)]
+    got = labels(leases)
+    assert got == {"relay#1": 2, "relay#2": 5}
+    stats = {s.label: s for s in pool.statistics()}
+    assert stats["relay#1"].in_flight == 2
+    assert stats["relay#2"].in_flight == 5
+
+
+async def test_equal_keys_share_the_load_evenly() -> None:
+    pool, _, _ = make_pool(endpoint("relay", KEYS[0], KEYS[1], KEYS[2]))
+    leases = [await pool.acquire(10, None) for _ in range(30)]
+    assert set(labels(leases).values()) == {10}
+
+
+async def test_token_limits_pace_by_estimated_tokens_then_by_usage() -> None:
+    pool, clock, _ = make_pool(endpoint("relay", {"key": KEYS[0], "tpm": 60_000}))  # 1000/s
+    t0 = clock.now()
+    first = await pool.acquire(400, 100)  # books 500 tokens
+    second = await pool.acquire(400, 100)
+    assert second.started - first.started == pytest.approx(0.5, abs=0.01)
+    # The answer used far fewer tokens than booked: the schedule comes back.
+    pool.release_ok(first, Completion("x", "stop", 50, 50), None)
+    pool.release_ok(second, Completion("x", "stop", 50, 50), None)
+    third = await pool.acquire(400, 100)
+    assert third.started - t0 <= 0.5
+    assert first.cost == 500
+
+
+async def test_token_booking_without_max_tokens_learns_the_answer_length() -> None:
+    pool, _, _ = make_pool(endpoint("relay", KEYS[0]))
+    slot = pool.slots[0]
+    assert slot.cost(100, None) == 100 + 64
+    for _ in range(200):
+        lease = await pool.acquire(100, None)
+        pool.release_ok(lease, Completion("x", "stop", 100, 500), None)
+    assert slot.cost(100, None) == pytest.approx(600, rel=0.02)
+
+
+# -- 429 and Retry-After ------------------------------------------------------------------------
+
+
+async def test_a_429_cools_that_key_for_its_retry_after_and_others_carry_on() -> None:
+    pool, clock, _ = make_pool(endpoint("relay", KEYS[0], KEYS[1], rpm=math.inf))
+    a = await pool.acquire(10, None)
+    b = await pool.acquire(10, None)
+    assert {a.slot.label, b.slot.label} == {"relay#1", "relay#2"}
+    t0 = clock.now()
+    pool.release_error(a, RateLimited("HTTP 429", retry_after=5.0), None)
+    pool.release_ok(b, OK, None)
+    states = {s.label: s.state for s in pool.statistics()}
+    assert states[a.slot.label] is KeyState.COOLING
+    leases = [await pool.acquire(10, None) for _ in range(20)]
+    assert clock.now() == t0  # nobody waited
+    assert {le.slot.label for le in leases} == {b.slot.label}
+    assert a.slot.rate_limited == 1
+
+
+async def test_a_single_key_waits_out_its_retry_after() -> None:
+    pool, clock, _ = make_pool(endpoint("relay", KEYS[0], rpm=math.inf))
+    lease = await pool.acquire(10, None)
+    t0 = clock.now()
+    pool.release_error(lease, RateLimited("HTTP 429", retry_after=3.5), None)
+    nxt = await pool.acquire(10, None)
+    assert nxt.started >= t0 + 3.5
+    assert clock.now() == pytest.approx(t0 + 3.5)
+
+
+async def test_a_429_without_retry_after_backs_off_longer_each_time() -> None:
+    pool, clock, _ = make_pool(endpoint("relay", KEYS[0], rpm=math.inf))
+    waits = []
+    for _ in range(4):
+        lease = await pool.acquire(10, None)
+        t0 = clock.now()
+        pool.release_error(lease, RateLimited("HTTP 429"), None)
+        nxt = await pool.acquire(10, None)
+        waits.append(nxt.started - t0)
+        pool.release_error(nxt, ServerError("HTTP 500", status=500), None)
+    assert waits == pytest.approx([0.5, 1.0, 2.0, 4.0])
+    lease = await pool.acquire(10, None)
+    pool.release_ok(lease, OK, None)
+    lease = await pool.acquire(10, None)
+    t0 = clock.now()
+    pool.release_error(lease, RateLimited("HTTP 429"), None)
+    assert (await pool.acquire(10, None)).started - t0 == pytest.approx(0.5)  # streak reset
+
+
+async def test_a_429_on_a_declared_limit_slows_that_key_a_little() -> None:
+    pool, _, _ = make_pool(endpoint("relay", {"key": KEYS[0], "rpm": 600}))
+    slot = pool.slots[0]
+    lease = await pool.acquire(10, None)
+    pool.release_error(lease, RateLimited("HTTP 429", retry_after=1.0), None)
+    assert slot.requests.per_minute == pytest.approx(540)
+    for _ in range(30):
+        lease = await pool.acquire(10, None)
+        pool.release_error(lease, RateLimited("HTTP 429", retry_after=0.1), None)
+    assert slot.requests.per_minute == pytest.approx(600 * 0.3)  # never below 30%
+    for _ in range(2000):
+        lease = await pool.acquire(10, None)
+        pool.release_ok(lease, OK, None)
+    assert slot.requests.per_minute == pytest.approx(600)  # and recovers on success
+
+
+# -- dead keys ----------------------------------------------------------------------------------
+
+
+async def test_a_dead_key_leaves_the_pool_with_a_masked_notice() -> None:
+    pool, _, notices = make_pool(endpoint("relay", KEYS[0], KEYS[1], rpm=math.inf))
+    a = await pool.acquire(10, None)
+    b = await pool.acquire(10, None)
+    dead = a.slot
+    pool.release_error(a, AuthError("HTTP 401: bad key", status=401), None)
+    pool.release_ok(b, OK, None)
+    assert len(notices) == 1
+    assert dead.masked in notices[0] and "401" in notices[0]
+    assert KEYS[0] not in notices[0]
+    leases = await take_many(pool, 10)
+    assert {le.slot.label for le in leases} == {b.slot.label}
+    assert {s.label: s.state for s in pool.statistics()}[dead.label] is KeyState.DEAD
+
+
+async def test_no_key_left_stops_the_run() -> None:
+    pool, _, notices = make_pool(endpoint("relay", KEYS[0]), endpoint("other", KEYS[1]))
+    a = await pool.acquire(10, None)
+    b = await pool.acquire(10, None)
+    pool.release_error(a, AuthError("HTTP 401", status=401), None)
+    assert pool.live()
+    pool.release_error(b, AuthError("HTTP 403", status=403), None)
+    assert not pool.live()
+    assert len(notices) == 2
+    with pytest.raises(RunStopped, match="no usable key"):
+        await pool.acquire(10, None)
+
+
+async def test_the_last_key_dying_wakes_a_waiting_acquire_with_run_stopped() -> None:
+    pool, _, _ = make_pool(endpoint("relay", {"key": KEYS[0], "max_concurrency": 1}))
+    lease = await pool.acquire(10, None)
+    waiter = asyncio.ensure_future(pool.acquire(10, None))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    pool.release_error(lease, AuthError("HTTP 401", status=401), None)
+    with pytest.raises(RunStopped):
+        await asyncio.wait_for(waiter, timeout=5)
+
+
+def test_a_pool_without_keys_is_refused() -> None:
+    with pytest.raises(RunStopped, match="no key"):
+        EndpointPool([], FakeClock())
+
+
+# -- endpoints that refuse connections ----------------------------------------------------------
+
+
+async def test_a_refusing_endpoint_rests_and_is_tried_again_later() -> None:
+    pool, clock, notices = make_pool(
+        endpoint("down", KEYS[0], rpm=math.inf), endpoint("up", KEYS[1], rpm=math.inf)
+    )
+    leases = [await pool.acquire(10, None) for _ in range(2)]
+    down = next(le for le in leases if le.slot.endpoint.name == "down")
+    up = next(le for le in leases if le.slot.endpoint.name == "up")
+    t0 = clock.now()
+    pool.release_error(down, ConnectionLost("refused", refused=True), None)
+    pool.release_ok(up, OK, None)
+    assert notices and "down" in notices[0]
+    assert {s.endpoint: s.state for s in pool.statistics()}["down"] is KeyState.RESTING
+    during = [await pool.acquire(10, None) for _ in range(10)]
+    assert {le.slot.endpoint.name for le in during} == {"up"}
+    for le in during:
+        pool.release_ok(le, OK, None)
+    # Once its rest is over it gets work again (the "up" key is held busy meanwhile).
+    clock.advance(1.0)
+    assert clock.now() >= t0 + 1.0
+    later = [await pool.acquire(10, None) for _ in range(4)]
+    assert "down" in {le.slot.endpoint.name for le in later}
+
+
+async def test_rests_grow_while_refusals_continue_and_reset_after_a_success() -> None:
+    pool, clock, _ = make_pool(endpoint("down", KEYS[0], rpm=math.inf))
+    lease = await pool.acquire(10, None)
+    rests = []
+    for _ in range(8):
+        t0 = clock.now()
+        pool.release_error(lease, ConnectionLost("refused", refused=True), None)
+        lease = await pool.acquire(10, None)
+        rests.append(lease.started - t0)
+    assert rests == pytest.approx([1, 2, 4, 8, 16, 32, 60, 60])
+    pool.release_ok(lease, OK, None)
+    lease = await pool.acquire(10, None)
+    t0 = clock.now()
+    pool.release_error(lease, ConnectionLost("refused", refused=True), None)
+    assert (await pool.acquire(10, None)).started - t0 == pytest.approx(1.0)
+
+
+async def test_refusals_of_requests_already_in_flight_count_as_one_outage() -> None:
+    pool, clock, notices = make_pool(endpoint("down", KEYS[0], KEYS[1], rpm=math.inf))
+    leases = [await pool.acquire(10, None) for _ in range(20)]
+    t0 = clock.now()
+    for lease in leases:
+        pool.release_error(lease, ConnectionLost("refused", refused=True), None)
+    assert len(notices) == 1
+    # One outage: a rest of one second, not one doubled for each refused request.
+    assert (await pool.acquire(10, None)).started - t0 == pytest.approx(1.0)
+
+
+async def test_after_a_rest_one_probe_goes_first_and_the_rest_wait_for_its_answer() -> None:
+    pool, clock, _ = make_pool(endpoint("down", KEYS[0], KEYS[1], rpm=math.inf))
+    first = await pool.acquire(10, None)
+    pool.release_error(first, ConnectionLost("refused", refused=True), None)
+    probe = await pool.acquire(10, None)
+    assert probe.probe
+    waiter = asyncio.ensure_future(pool.acquire(10, None))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiter.done()  # both keys of the endpoint wait for the probe
+    t_probe = clock.now()
+    pool.release_ok(probe, OK, None)
+    nxt = await asyncio.wait_for(waiter, timeout=5)
+    assert not nxt.probe and nxt.started == t_probe
+    more = [await pool.acquire(10, None) for _ in range(5)]
+    assert not any(le.probe for le in more)
+
+
+async def test_a_refused_probe_rests_the_endpoint_longer() -> None:
+    pool, clock, _ = make_pool(
+        endpoint("down", KEYS[0], rpm=math.inf), endpoint("up", KEYS[1], rpm=math.inf)
+    )
+    leases = [await pool.acquire(10, None) for _ in range(2)]
+    for le in leases:
+        if le.slot.endpoint.name == "down":
+            pool.release_error(le, ConnectionLost("refused", refused=True), None)
+        else:
+            pool.release_ok(le, OK, None)
+    clock.advance(1.0)
+    got = [await pool.acquire(10, None) for _ in range(4)]
+    probes = [le for le in got if le.probe]
+    assert len(probes) == 1 and probes[0].slot.endpoint.name == "down"
+    assert [le.slot.endpoint.name for le in got].count("down") == 1
+    t0 = clock.now()
+    pool.release_error(probes[0], ConnectionLost("refused", refused=True), None)
+    assert {s.endpoint: s.state for s in pool.statistics()}["down"] is KeyState.RESTING
+    clock.advance(1.5)
+    assert {s.endpoint: s.state for s in pool.statistics()}["down"] is KeyState.RESTING
+    clock.advance(0.5)
+    assert clock.now() - t0 == pytest.approx(2.0)
+    assert {s.endpoint: s.state for s in pool.statistics()}["down"] is KeyState.ACTIVE
+
+
+async def test_a_reset_mid_answer_does_not_rest_the_endpoint() -> None:
+    pool, clock, notices = make_pool(endpoint("flaky", KEYS[0], rpm=math.inf))
+    lease = await pool.acquire(10, None)
+    t0 = clock.now()
+    pool.release_error(lease, ConnectionLost("reset"), None)
+    assert (await pool.acquire(10, None)).started == t0
+    assert notices == []
+
+
+async def test_row_errors_do_not_cool_or_kill_the_key() -> None:
+    pool, clock, _ = make_pool(endpoint("relay", KEYS[0], rpm=math.inf))
+    lease = await pool.acquire(10, None)
+    t0 = clock.now()
+    pool.release_error(lease, BadRequest("HTTP 400", status=400), None)
+    lease = await pool.acquire(10, None)
+    pool.release_error(lease, ServerError("HTTP 500", status=500), None)
+    assert (await pool.acquire(10, None)).started == t0
+    assert pool.slots[0].errors == 2
+    assert pool.live()
+
+
+# -- x-ratelimit headers ------------------------------------------------------------------------
+
+
+async def test_a_limit_header_lowers_the_pace_throughout_the_run() -> None:
+    pool, _, _ = make_pool(endpoint("relay", {"key": KEYS[0], "rpm": 600}))
+    slot = pool.slots[0]
+    lease = await pool.acquire(10, None)
+    pool.release_ok(lease, OK, RateInfo(limit_requests=120, remaining_requests=100))
+    assert slot.requests.per_minute == 120
+    lease = await pool.acquire(10, None)
+    pool.release_ok(lease, OK, RateInfo(limit_requests=60, remaining_requests=50))
+    assert slot.requests.per_minute == 60  # followed again, not only once
+    lease = await pool.acquire(10, None)
+    pool.release_ok(lease, OK, RateInfo(limit_requests=6000, limit_tokens=90_000))
+    assert slot.requests.per_minute == 600  # a header never raises a declared limit
+    assert slot.tokens.per_minute == 90_000
+    leases = await take_many(pool, 5)
+    gaps = [b.started - a.started for a, b in itertools.pairwise(leases[1:])]
+    assert gaps == pytest.approx([0.1] * 3)
+
+
+async def test_headers_pace_an_undeclared_key_instead_of_discovery() -> None:
+    pool, _, _ = make_pool(endpoint("relay", KEYS[0]))
+    slot = pool.slots[0]
+    assert slot.discovery is not None
+    assert slot.requests.per_minute == slot.discovery.rate
+    lease = await pool.acquire(10, None)
+    pool.release_ok(lease, OK, RateInfo(limit_requests=90))
+    assert slot.requests.per_minute == 90
+    assert not next(iter(pool.statistics())).discovering
+
+
+async def test_zero_remaining_blocks_the_key_until_the_reset() -> None:
+    pool, clock, _ = make_pool(endpoint("relay", KEYS[0], KEYS[1], rpm=math.inf))
+    a = await pool.acquire(10, None)
+    t0 = clock.now()
+    pool.release_ok(
+        a,
+        OK,
+        RateInfo(limit_requests=6000, remaining_requests=0, reset_requests_s=2.0),
+    )
+    assert {s.label: s.state for s in pool.statistics()}[a.slot.label] is KeyState.COOLING
+    others = [await pool.acquire(10, None) for _ in range(3)]
+    assert a.slot.label not in {le.slot.label for le in others}
+    for le in others:
+        pool.release_ok(le, OK, None)
+    # Alone, the blocked key is waited for until the reset.
+    solo, clock2, _ = make_pool(endpoint("relay", KEYS[0], rpm=math.inf))
+    lease = await solo.acquire(10, None)
+    t1 = clock2.now()
+    solo.release_ok(lease, OK, RateInfo(remaining_tokens=0, reset_tokens_s=1.5, limit_tokens=1e6))
+    assert (await solo.acquire(10, None)).started == pytest.approx(t1 + 1.5)
+    assert t0 == clock.now()
+
+
+async def test_headers_on_an_error_are_followed_too() -> None:
+    pool, _, _ = make_pool(endpoint("relay", KEYS[0]))
+    lease = await pool.acquire(10, None)
+    pool.release_error(lease, RateLimited("HTTP 429", retry_after=0.5), RateInfo(limit_requests=30))
+    assert pool.slots[0].requests.per_minute is not None
+    assert pool.slots[0].requests.per_minute <= 30
+
+
+# -- limits nobody declared ---------------------------------------------------------------------
+
+
+class Bucket:
+    """A provider's per-key token bucket over a one-second window, on fake time."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate)
+        self.level = self.capacity
+        self.stamp = 0.0
+
+    def take(self, now: float) -> float | None:
+        """Take one request; return None if it fits, else seconds until it would."""
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.level >= 1.0:
+            self.level -= 1.0
+            return None
+        return (1.0 - self.level) / self.rate
+
+
+@pytest.mark.parametrize("limit_rpm", [60, 300, 1200, 12000])
+async def test_discovery_settles_just_under_an_undeclared_limit(limit_rpm: float) -> None:
+    pool, clock, _ = make_pool(endpoint("relay", KEYS[0]), clock=FakeClock(start=0.5))
+    slot = pool.slots[0]
+    bucket = Bucket(limit_rpm)
+    bucket.stamp = clock.now()
+    refused = 0
+    sent = 0
+    while clock.now() < 240.0 and sent < 10_000:
+        lease = await pool.acquire(10, None)
+        sent += 1
+        wait = bucket.take(clock.now())
+        if wait is None:
+            pool.release_ok(lease, OK, None)
+        else:
+            refused += 1
+            pool.release_error(lease, RateLimited("HTTP 429", retry_after=math.ceil(wait)), None)
+    assert slot.discovery is not None and slot.discovery.ceiling is not None
+    # It settles just under the limit: most of the rate, and few refusals on the way.
+    assert 0.75 * limit_rpm <= slot.discovery.rate <= limit_rpm
+    served_rate = (sent - refused) / (clock.now() - 0.5) * 60.0
+    assert served_rate >= 0.75 * limit_rpm
+    assert refused <= 0.05 * sent
+
+
+async def test_rate_now_counts_every_request_of_a_fast_key() -> None:
+    pool, clock, _ = make_pool(endpoint("local", KEYS[0], rpm=math.inf))
+    for _ in range(6000):  # 1000 requests a second for six seconds
+        lease = await pool.acquire(10, None)
+        pool.release_ok(lease, OK, None)
+        clock.advance(0.001)
+    (stats,) = pool.statistics()
+    assert stats.rate_now == pytest.approx(1000, rel=0.01)
+    assert stats.sent == stats.ok == 6000
