@@ -420,7 +420,8 @@ async def arun(
         raise
     finally:
         if session:
-            jr.end_session(outcome.status if outcome.status != "completed" else "completed")  # type: ignore[arg-type]  # EngineOutcome.status is one of SessionOutcome
+            jr.set_meta("last_stop_reason", outcome.reason or "")
+            jr.end_session(outcome.status)  # type: ignore[arg-type]  # EngineOutcome.status is one of SessionOutcome
         wall = clock.now() - started
         if not failed_early:
             jstats = jr.statistics()

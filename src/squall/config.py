@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
 from pydantic import (
@@ -52,7 +52,7 @@ class KeyConfig(_Frozen):
     name: str | None = None
     rpm: float | None = None
     tpm: float | None = None
-    max_concurrency: int | None = None
+    max_concurrency: Annotated[int | None, Field(ge=1)] = None
 
     @field_validator("key", mode="before")
     @classmethod
@@ -77,8 +77,8 @@ class EndpointConfig(_Frozen):
     model: str | None = None
     rpm: float | None = None
     tpm: float | None = None
-    max_concurrency: int = DEFAULT_CONCURRENCY
-    timeout_s: float = 600.0
+    max_concurrency: Annotated[int, Field(ge=1)] = DEFAULT_CONCURRENCY
+    timeout_s: Annotated[float, Field(gt=0)] = 600.0
     headers: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("keys", mode="before")
@@ -231,7 +231,10 @@ def load(
             raise ConfigError(f"{p}: not UTF-8 at byte {e.start}; save it as UTF-8") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{p}: not valid TOML: {e}") from None
-        data = expand_env(data, environ)
+        try:
+            data = expand_env(data, environ)
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {e}") from None
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
 
     # Environment sits under the file: it only fills what the file leaves out.

@@ -226,6 +226,13 @@ class Engine:
                 self._max_cost is not None
                 and self.stats.cost + self._reserved + est > self._max_cost
             ):
+                if self._tasks:
+                    # In-flight estimates assume the longest answers; let them land and count
+                    # what they really cost before deciding the cap is reached.
+                    self._seq += 1
+                    heapq.heappush(self._heap, (now, self._seq, item))
+                    await self._wait(None)
+                    continue
                 self._stop = (
                     f"cost cap: ${self.stats.cost:.4f} spent, ${self._reserved:.4f} in flight, "
                     f"the next request would pass --max-cost ${self._max_cost:g}"

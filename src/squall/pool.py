@@ -61,9 +61,7 @@ class KeyStats:
 class KeySlot:
     """One key of one endpoint, with its pace, concurrency and health."""
 
-    def __init__(
-        self, endpoint: EndpointConfig, key: KeyConfig, index: int, model: str
-    ) -> None:
+    def __init__(self, endpoint: EndpointConfig, key: KeyConfig, index: int, model: str) -> None:
         self.endpoint = endpoint
         self.label = key.name or (
             endpoint.name if len(endpoint.keys) == 1 else f"{endpoint.name}#{index + 1}"
@@ -277,9 +275,7 @@ class EndpointPool:
         if completion.completion_tokens is not None:
             slot.completion_mean += 0.05 * (completion.completion_tokens - slot.completion_mean)
         if completion.prompt_tokens is not None and completion.completion_tokens is not None:
-            slot.tokens.adjust(
-                completion.prompt_tokens + completion.completion_tokens - lease.cost
-            )
+            slot.tokens.adjust(completion.prompt_tokens + completion.completion_tokens - lease.cost)
         if slot.factor < 1.0:
             slot.factor = min(1.0, slot.factor + 0.002)
             slot._apply_rates()
@@ -346,9 +342,7 @@ class EndpointPool:
         if until > self._rest_until.get(endpoint, 0.0):
             self._rest_until[endpoint] = until
             self._rest_began[endpoint] = now
-            self._notify(
-                f"endpoint {endpoint} refuses connections: resting it {until - now:.0f}s"
-            )
+            self._notify(f"endpoint {endpoint} refuses connections: resting it {until - now:.0f}s")
 
     def _follow_headers(self, slot: KeySlot, rate: RateInfo, now: float) -> None:
         changed = False

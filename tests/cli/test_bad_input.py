@@ -162,9 +162,6 @@ def test_bad_config_exits_2_and_sends_nothing(
     assert len(sim.ledger()) == sent_before
 
 
-@pytest.mark.xfail(
-    strict=True, reason="config.load() reports an unset ${NAME} without the config file's name"
-)
 def test_unset_variable_names_the_config_file(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "in.jsonl", arith_rows(1))
     (tmp_path / "squall.toml").write_text(

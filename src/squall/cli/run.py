@@ -183,6 +183,7 @@ def register(app: typer.Typer) -> None:
                 stats = jr.statistics()
                 live = jr.in_use_elsewhere()
                 models = json.loads(jr.get_meta("models") or "{}")
+                stop_reason = jr.get_meta("last_stop_reason") or None
                 prices = {
                     k: Price(**v) for k, v in json.loads(jr.get_meta("prices") or "{}").items()
                 }
@@ -203,6 +204,8 @@ def register(app: typer.Typer) -> None:
                 )
             else:
                 status = last.outcome
+                if status != "completed":
+                    reason = stop_reason
         summary: Summary = summarize(
             stats, prices, models, status=status, reason=reason, journal=journal
         )
