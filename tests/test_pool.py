@@ -318,6 +318,30 @@ async def test_rests_grow_while_refusals_continue_and_reset_after_a_success() ->
     assert (await pool.acquire(10, None)).started - t0 == pytest.approx(1.0)
 
 
+async def test_every_endpoint_unreachable_too_long_stops_the_run_resumably() -> None:
+    pool, clock, _ = make_pool(endpoint("down", KEYS[0], rpm=math.inf))
+    lease = await pool.acquire(10, None)
+    with pytest.raises(RunStopped, match="no endpoint reachable for 300s"):
+        for _ in range(50):  # bounded: rests grow to 60 s, so this passes 300 s well before
+            pool.release_error(lease, ConnectionLost("refused", refused=True), None)
+            lease = await pool.acquire(10, None)
+    assert clock.now() - 1000.0 >= 300.0
+
+
+async def test_an_answer_ends_the_outage_clock() -> None:
+    pool, clock, _ = make_pool(endpoint("down", KEYS[0], rpm=math.inf))
+    lease = await pool.acquire(10, None)
+    for _ in range(6):  # 1+2+4+8+16+32 s of rests: 63 s down
+        pool.release_error(lease, ConnectionLost("refused", refused=True), None)
+        lease = await pool.acquire(10, None)
+    pool.release_ok(lease, OK, None)
+    clock.advance(280.0)
+    lease = await pool.acquire(10, None)
+    # A new outage starts its own count: one refusal now does not stop the run.
+    pool.release_error(lease, ConnectionLost("refused", refused=True), None)
+    assert (await pool.acquire(10, None)).slot.endpoint.name == "down"
+
+
 async def test_refusals_of_requests_already_in_flight_count_as_one_outage() -> None:
     pool, clock, notices = make_pool(endpoint("down", KEYS[0], KEYS[1], rpm=math.inf))
     leases = [await pool.acquire(10, None) for _ in range(20)]

@@ -139,6 +139,8 @@ class RunConfig(_Frozen):
     """Rows read ahead of the sender: bounds memory whatever the input's size."""
     journal_sync: Literal["normal", "full"] = "normal"
     progress: Literal["auto", "rich", "plain", "off"] = "auto"
+    unreachable_after_s: float = 300.0
+    """Stop (cleanly, resumable) once every endpoint has refused connections this long."""
     grace_s: float = 5.0
     """After Ctrl-C: how long in-flight requests get to land."""
 

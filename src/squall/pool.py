@@ -159,6 +159,8 @@ class EndpointPool:
         slots: Sequence[KeySlot],
         clock: Clock,
         notify: Callable[[str], None] = lambda _msg: None,
+        *,
+        unreachable_after_s: float = 300.0,
     ) -> None:
         if not slots:
             raise RunStopped("the pool has no key: add keys to [[endpoints]]")
@@ -169,6 +171,8 @@ class EndpointPool:
         self._rest_began: dict[str, float] = {}
         self._rest_streak: dict[str, int] = {}
         self._probing: set[str] = set()
+        self._down_since: dict[str, float] = {}  # first refusal of an outage not yet over
+        self._unreachable_after_s = unreachable_after_s
         self._changed: asyncio.Future[None] | None = None
 
     @classmethod
@@ -181,7 +185,7 @@ class EndpointPool:
             for ep in config.endpoints
             for i, key in enumerate(ep.keys)
         ]
-        return cls(slots, clock, notify)
+        return cls(slots, clock, notify, unreachable_after_s=config.unreachable_after_s)
 
     @property
     def max_in_flight(self) -> int:
@@ -226,9 +230,27 @@ class EndpointPool:
             if not self.live():
                 raise RunStopped(
                     "no usable key left: every key answered 401/403; check the keys "
-                    "(squall status shows which) and rerun to resume"
+                    "(the warnings above name them, masked) and rerun to resume"
                 )
+            self._check_reachable(now)
             await self._wait(None if math.isinf(best_at) else best_at - now)
+
+    def _check_reachable(self, now: float) -> None:
+        """Raise RunStopped once every endpoint with a live key has refused connections for
+        `unreachable_after_s`: waiting longer would only hold the run open."""
+        endpoints = {s.endpoint.name for s in self.slots if not s.dead}
+        since = [self._down_since.get(ep) for ep in endpoints]
+        if endpoints and all(t is not None and now - t >= self._unreachable_after_s for t in since):
+            raise RunStopped(
+                f"no endpoint reachable for {self._unreachable_after_s:.0f}s: "
+                f"{', '.join(sorted(endpoints))} refuse connections; start the server "
+                "(or check base_url) and rerun to resume"
+            )
+
+    def _back(self, endpoint: str) -> None:
+        """An endpoint answered (any HTTP status): its outage, if any, is over."""
+        self._rest_streak.pop(endpoint, None)
+        self._down_since.pop(endpoint, None)
 
     async def _wait(self, timeout: float | None) -> None:
         """Wait until a lease comes back or `timeout` seconds pass on the pool's Clock."""
@@ -271,7 +293,7 @@ class EndpointPool:
         if lease.probe:
             self._probing.discard(slot.endpoint.name)
         slot.cool_streak = 0
-        self._rest_streak.pop(slot.endpoint.name, None)
+        self._back(slot.endpoint.name)
         if completion.completion_tokens is not None:
             slot.completion_mean += 0.05 * (completion.completion_tokens - slot.completion_mean)
         if completion.prompt_tokens is not None and completion.completion_tokens is not None:
@@ -291,7 +313,7 @@ class EndpointPool:
         if lease.probe:
             self._probing.discard(slot.endpoint.name)
         if error.status is not None:  # an HTTP answer: the endpoint is reachable again
-            self._rest_streak.pop(slot.endpoint.name, None)
+            self._back(slot.endpoint.name)
         if rate is not None:
             self._follow_headers(slot, rate, now)
         if isinstance(error, RateLimited):
@@ -338,6 +360,7 @@ class EndpointPool:
             return
         streak = self._rest_streak.get(endpoint, 0) + 1
         self._rest_streak[endpoint] = streak
+        self._down_since.setdefault(endpoint, now)
         until = now + min(_REST_MAX_S, 2 ** (streak - 1))
         if until > self._rest_until.get(endpoint, 0.0):
             self._rest_until[endpoint] = until
