@@ -44,10 +44,29 @@ def machine_note() -> str:
     except OSError:
         pass
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    psi = ""
+    try:
+        with open("/proc/pressure/cpu", encoding="utf-8") as f:
+            some = f.readline().split()
+        psi = f", CPU pressure (some, avg60) {some[2].split('=')[1]}%"
+    except (OSError, IndexError):
+        pass
     return (
-        f"{os.cpu_count()} cores ({cpu}), load average {load} at start, "
+        f"{os.cpu_count()} cores ({cpu}), load average {load}{psi} at start, "
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
     )
+
+
+def cpu_pressure_us() -> int | None:
+    """Return the kernel's total microseconds that some task waited for a CPU (Linux PSI)."""
+    try:
+        with open("/proc/pressure/cpu", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("some"):
+                    return int(line.rsplit("total=", 1)[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,6 +223,9 @@ class ChildResult:
     stdout: str
     stderr: str
     killed: bool = False
+    cpu_pressure_pct: float | None = None
+    """Share of the run's wall time during which some task on the machine waited for a CPU
+    (PSI "some"): above a few percent, other work competed with the benchmark."""
 
     @property
     def command(self) -> str:
@@ -227,6 +249,7 @@ def run_child(
     tag = f"{os.getpid()}-{time.monotonic_ns()}"
     out_path, err_path = OUT / f".child-{tag}.out", OUT / f".child-{tag}.err"
     started = time.monotonic()
+    psi0 = cpu_pressure_us()
     killed = False
     with out_path.open("w") as out, err_path.open("w") as err:
         proc = subprocess.Popen(
@@ -249,6 +272,10 @@ def run_child(
             _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - started
+    psi1 = cpu_pressure_us()
+    pressure = None
+    if psi0 is not None and psi1 is not None and wall > 0:
+        pressure = 100.0 * (psi1 - psi0) / (wall * 1e6)
     stdout = out_path.read_text(encoding="utf-8", errors="replace")
     stderr = err_path.read_text(encoding="utf-8", errors="replace")
     out_path.unlink(missing_ok=True)
@@ -263,6 +290,7 @@ def run_child(
         stdout=stdout,
         stderr=stderr,
         killed=killed,
+        cpu_pressure_pct=pressure,
     )
 
 

@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg", force=True)  # as squall's chart does
-    import matplotlib.pyplot  # noqa: F401
+    import matplotlib.pyplot
 
     import squall.api  # noqa: F401
 

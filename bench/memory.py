@@ -66,6 +66,7 @@ def run_size(name: str, base_url: str, n: int, timeout_s: float) -> dict[str, An
         "peak_rss_mb": res.maxrss_mb,
         "journal_mb": journal.stat().st_size / 2**20 if journal.exists() else None,
         "command": res.command,
+        "cpu_pressure_pct": res.cpu_pressure_pct,
     }
     # The outputs of a million rows are large: keep the figures, not the files.
     output.unlink(missing_ok=True)

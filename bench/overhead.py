@@ -11,7 +11,10 @@ One unlimited key on a zero-latency server (`bench/leanserver.py`, its own proce
 
 Each contender runs in a process of its own; requests/s and CPU-seconds per 1000 requests are
 measured around the run inside that process (interpreter start and imports excluded). The
-bare loop and squall run `--repeat` times, interleaved, and the median is shown.
+bare loop and squall run `--repeat` times, interleaved, and the median is shown. CPU-seconds
+hardly depend on how busy the machine is; requests/s do: "CPU pressure" is the share of the
+run during which some task waited for a CPU (Linux PSI; the client and the server alone fill
+the 2 cores here, so anything above a few percent is other work competing).
 
 Targets (issue 2): squall >= 0.8x the bare loop's requests/s, <= 0.3 CPU-s per 1000 requests.
 
@@ -114,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_per_1000": cpu / done * 1000 if cpu is not None and done else None,
             "process_cpu_per_1000": whole / done * 1000 if whole is not None and done else None,
             "maxrss_mb": max((r.maxrss_mb for r in runs[name]), default=None),
+            "cpu_pressure_pct": statistics.median(
+                r.cpu_pressure_pct for r in runs[name] if r.cpu_pressure_pct is not None
+            )
+            if any(r.cpu_pressure_pct is not None for r in runs[name])
+            else None,
             "runs": [r.report for r in runs[name]],
             "command": runs[name][0].command if runs[name] else None,
         }
@@ -128,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             "x bare CPU",
             "whole-process CPU-s / 1000",
             "peak RSS MB",
+            "CPU pressure %",
         ]
     )
     for name in names:
@@ -147,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             fmt(cpu_x),
             fmt(f["process_cpu_per_1000"], 3),
             fmt(f["maxrss_mb"], 1),
+            fmt(f["cpu_pressure_pct"], 0),
         )
     print(
         f"\n{args.prompts:,} prompts, one unlimited key, zero latency, concurrency "

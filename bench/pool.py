@@ -11,7 +11,11 @@ buckets one second deep, as providers enforce per-minute limits), 50 ms latency.
 
 Rates are rows saved / wall time of the run, measured inside the contender's process (the
 interpreter start excluded; squall's ingest and output passes included). 429s come from the
-simulator's ledger, so they count every refused request, retries included.
+simulator's ledger, so they count every refused request, retries included. "longest pause" is
+the longest time the provider saw no request at all (at 64/s it should be ~16 ms; a long one
+means the client was starved of CPU), and "CPU pressure" the share of the run during which
+some task on the machine waited for a CPU (Linux PSI): this benchmark is about timing, and on a
+busy machine its rates say as much about the machine as about the client.
 
 Target (issue 2): squall (declared limits) >= 0.95 of the sum of the limits, < 1% of requests
 answered 429.
@@ -23,6 +27,7 @@ Run: python bench/pool.py [--prompts 1500] [--latency 0.05]
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,6 +59,8 @@ def ledger_figures(path: Path) -> dict[str, Any]:
     served = [e for e in entries if e.served]
     n429 = sum(1 for e in entries if e.status == 429)
     span = served[-1].t - served[0].t if len(served) > 1 else 0.0
+    times = sorted(e.t for e in entries)
+    pause = max((b - a for a, b in itertools.pairwise(times)), default=None)
     by_key: dict[str, dict[str, int]] = {}
     for e in entries:
         k = by_key.setdefault(e.key, {"requests": 0, "429": 0, "served": 0})
@@ -66,6 +73,7 @@ def ledger_figures(path: Path) -> dict[str, Any]:
         "served": len(served),
         "served_distinct": len({e.prompt_sha256 for e in served}),
         "provider_rate": (len(served) - 1) / span if span > 0 else None,
+        "longest_pause_s": pause,
         "by_key": by_key,
     }
 
@@ -109,6 +117,7 @@ def run_contender(name: str, prompts: Path, latency: float, timeout_s: float) ->
         "error": rep.get("error"),
         "report": rep,
         "command": res.command,
+        "cpu_pressure_pct": res.cpu_pressure_pct,
         "ledger": ledger_figures(ledger),
     }
     if name == "seed" and figures["error"]:
@@ -158,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             "429 %",
             "provider-side answers/s",
             "paid, not saved",
+            "longest pause s",
+            "CPU pressure %",
             "outcome",
         ]
     )
@@ -177,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             fmt(pct, 2),
             fmt(led["provider_rate"], 1),
             max(0, led["served_distinct"] - f["done"]),
+            fmt(led["longest_pause_s"]),
+            fmt(f["cpu_pressure_pct"], 0),
             outcome,
         )
     print(
