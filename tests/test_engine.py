@@ -21,6 +21,8 @@ import pytest
 from squall.api import RunResult, arun
 from squall.config import EndpointConfig, RetryConfig, RunConfig
 from squall.engine import Engine
+from squall.errors import JournalError
+from squall.journal import Journal
 from squall.pool import KeyState
 from squall.redact import mask_key
 from squall.simulator import (
@@ -462,4 +464,43 @@ async def test_an_interrupted_run_keeps_its_answers_and_a_rerun_sends_only_the_r
     assert second.summary.status == "completed" and second.summary.done == 200
     assert sim.served_count() == 200  # nothing journaled was requested again
     assert max(served_per_prompt(sim.ledger()).values()) == 1
+    assert_answers_belong_to_their_prompts(output(tmp_path))
+
+
+async def test_a_journal_that_cannot_commit_stops_the_run_and_keeps_what_it_committed(
+    simulator: Factory, tmp_path: Path
+) -> None:
+    sim = simulator(SimConfig(latency_s=0.005))
+    cfg = config(endpoint("relay", sim.base_url, key("j"), rpm=math.inf, max_concurrency=4))
+
+    class DiskFills:
+        """The run's own journal, until its 10th commit fails as a full disk would."""
+
+        def __init__(self, journal: Any) -> None:
+            self.journal = journal
+            self.commits = 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.journal, name)
+
+        def commit(self) -> None:
+            self.commits += 1
+            if self.commits == 10:
+                raise JournalError("cannot commit the latest answers: the disk is full")
+            self.journal.commit()
+
+    def fill_the_disk(engine: Engine) -> None:
+        engine._journal = DiskFills(engine._journal)  # the engine is given its journal
+
+    with pytest.raises(JournalError, match="disk is full"):
+        await run(tmp_path, prompts(400), cfg, on_engine=fill_the_disk)
+    served = sim.served_count()
+    assert served < 400  # it stopped sending
+    with Journal.open(tmp_path / "journal.sqlite", read_only=True) as jr:
+        kept = jr.statistics().done
+    assert 0 < kept <= served
+    # What was committed is kept, and a rerun sends only the rest.
+    again = await run(tmp_path, prompts(400), cfg)
+    assert again.summary.done == 400
+    assert sim.served_count() - served == 400 - kept
     assert_answers_belong_to_their_prompts(output(tmp_path))

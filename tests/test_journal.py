@@ -484,26 +484,32 @@ CHILD = textwrap.dedent(
     from squall.records import Completion
 
     n = int(sys.argv[2])
-    j = Journal.open(sys.argv[1])
+    group = sys.argv[3] == "group"
+    j = Journal.open(sys.argv[1], group_commits=group)
     j.ingest((i, i + 2, f"fp-{i}") for i in range(n))
     for i in range(n):
         j.mark_sent(i)
         j.record_success(
             i, Completion(f"answer {i}", "stop", 1, 2), latency_s=0.1, attempts=1, endpoint="a"
         )
+        if group and i % 10 == 9:
+            j.commit()  # as the engine does once per event-loop turn
         if i % 100 == 99:
             print(i, flush=True)  # printed only after the row's commit
     """
 )
 
 
-def test_sigkill_mid_run_keeps_every_committed_row(path: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("commits", ["each", "group"])
+def test_sigkill_mid_run_keeps_every_committed_row(
+    path: Path, tmp_path: Path, commits: str
+) -> None:
     n = 50_000
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = {**os.environ, "PYTHONPATH": SRC}
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(path), str(n)],
+        [sys.executable, str(script), str(path), str(n), commits],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -540,3 +546,38 @@ def test_sigkill_mid_run_keeps_every_committed_row(path: Path, tmp_path: Path) -
         assert set(tail[1:]) <= {RowState.PENDING}
         assert tail[0] in (RowState.SENT, RowState.PENDING)
         assert next(j.iter_todo()) == len(done)
+
+
+def test_group_commits_are_invisible_to_readers_until_commit(path: Path) -> None:
+    j = Journal.open(path, group_commits=True)
+    j.ingest(rows(3))
+    reader = Journal.open(path, read_only=True)
+    try:
+        succeed(j, 0)
+        j.mark_sent(1)
+        assert states(path) == {0: RowState.PENDING, 1: RowState.PENDING, 2: RowState.PENDING}
+        assert reader.statistics().done == 0
+        j.commit()
+        assert states(path) == {0: RowState.DONE, 1: RowState.SENT, 2: RowState.PENDING}
+        assert reader.statistics().done == 1
+        j.commit()  # nothing open: nothing to do
+        succeed(j, 1)
+        j.set_meta("note", "x")  # any other write commits the open changes first
+        assert states(path)[1] == RowState.DONE
+        j.mark_sent(2)
+    finally:
+        reader.close()
+        j.close()  # commits too
+    j.close()  # twice is fine
+    assert states(path)[2] == RowState.SENT
+
+
+def test_a_refused_group_change_keeps_the_others(path: Path) -> None:
+    with Journal.open(path, group_commits=True) as j:
+        j.ingest(rows(2))
+        succeed(j, 0)
+        j.mark_sent(1)
+        with pytest.raises(JournalError, match="DONE row is final"):
+            succeed(j, 0)
+        j.commit()
+    assert states(path) == {0: RowState.DONE, 1: RowState.SENT}

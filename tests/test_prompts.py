@@ -278,13 +278,6 @@ def test_fingerprint_ignores_key_order_and_sees_changes() -> None:
     assert len(fingerprint({1: "x", "a": object()})) == 32  # type: ignore[dict-item]  # mixed keys are the test
 
 
-def test_row_fingerprint_does_not_depend_on_settings() -> None:
-    data = {"prompt": "x"}
-    one = builder(max_tokens=5).build(row(data), batch=False).fingerprint
-    two = builder(system="s").build(row(data), batch=False).fingerprint
-    assert one == two == fingerprint(data)
-
-
 def test_settings_fingerprint_changes_with_any_setting_and_says_what() -> None:
     base: dict[str, Any] = {
         "template": "{q}",

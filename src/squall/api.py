@@ -36,7 +36,7 @@ from .journal import Journal, JournalStats, discard
 from .outputs import merge_fields, open_writer
 from .pool import EndpointPool, KeyStats
 from .progress import Mode, Progress
-from .prompts import RequestBuilder, check_template
+from .prompts import RequestBuilder, check_template, fingerprint
 from .records import RequestSpec, Row, RowResult
 from .redact import Redactor
 from .retry import RetryPolicy
@@ -150,7 +150,7 @@ def _with_models(cfg: RunConfig, source: InputSource, batch: bool) -> RunConfig:
 
     OpenAI batch lines name their model in each body, so a batch input needs none in the
     config: the first line's model then stands in for the pool (each line is still sent
-    with its own, and a line without one is refused by `_checked_specs`).
+    with its own, and a line without one is refused by `_checked_rows`).
 
     Raises:
         ConfigError: an endpoint has no model, and the input does not name one either.
@@ -167,11 +167,11 @@ def _with_models(cfg: RunConfig, source: InputSource, batch: bool) -> RunConfig:
     return cfg
 
 
-def _checked_specs(
+def _checked_rows(
     source: InputSource, builder: RequestBuilder, batch: bool, *, line_models: bool
-) -> Iterator[RequestSpec]:
-    """Yield every row's request, streaming; with `line_models`, each batch line must name
-    its model (none is configured)."""
+) -> Iterator[tuple[int, int, str]]:
+    """Yield every row's (index, line, fingerprint) once its request builds, streaming; with
+    `line_models`, each batch line must name its model (none is configured)."""
     for row in source.rows():
         spec = builder.build(row, batch=batch)
         if line_models and spec.model is None:
@@ -182,7 +182,8 @@ def _checked_specs(
                 line=spec.line,
                 field="body.model",
             )
-        yield spec
+        # The row's content, not its request: a settings change is told apart and named.
+        yield row.index, row.line, fingerprint(row.data)
 
 
 def _models(cfg: RunConfig) -> dict[str, str]:
@@ -341,7 +342,7 @@ async def arun(
     # corrected rerun fail with "the settings changed".
     created = not jpath.exists()
     started = clock.now()
-    jr = Journal.open(jpath, sync=cfg.journal_sync)
+    jr = Journal.open(jpath, sync=cfg.journal_sync, group_commits=True)
     models = _models(pool_cfg)
     outcome = EngineOutcome("stopped", "did not start")
     stats = RunStats()
@@ -355,10 +356,7 @@ async def arun(
             # fail before money is spent, not at the merge after the last answer.
             open_writer(Path(output), batch=batch).abort()
         jr.check_settings(fp.digest, fp.settings, input_name=source.name)
-        report = jr.ingest(
-            (spec.index, spec.line, spec.fingerprint)
-            for spec in _checked_specs(source, builder, batch, line_models=pool_cfg is not cfg)
-        )
+        report = jr.ingest(_checked_rows(source, builder, batch, line_models=pool_cfg is not cfg))
         jr.set_meta("models", _json(models))
         jr.set_meta("prices", _json({k: v.model_dump() for k, v in cfg.prices.items()}))
         spent = 0.0

@@ -214,7 +214,6 @@ class RequestBuilder:
         return RequestSpec(
             index=row.index,
             line=row.line,
-            fingerprint=fingerprint(data),
             body=body,
             est_prompt_tokens=estimate_tokens(messages),
         )
@@ -332,7 +331,6 @@ class RequestBuilder:
         return RequestSpec(
             index=row.index,
             line=row.line,
-            fingerprint=fingerprint(data),
             body=body,
             est_prompt_tokens=estimate_tokens(messages),
             custom_id=custom_id if isinstance(custom_id, str) else None,

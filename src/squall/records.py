@@ -54,7 +54,6 @@ class RequestSpec:
     """A chat-completion request built from one row; `body` has no `model` yet.
 
     Attributes:
-        fingerprint: hash of the row's content and request, to spot a changed input on resume.
         est_prompt_tokens: offline estimate of the prompt's tokens, for TPM pacing.
         custom_id: the row's id when the input is in OpenAI batch format.
         model: the model the row asks for itself (batch lines carry one), else None.
@@ -62,7 +61,6 @@ class RequestSpec:
 
     index: int
     line: int
-    fingerprint: str
     body: dict[str, Any]
     est_prompt_tokens: int
     custom_id: str | None = None
