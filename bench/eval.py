@@ -430,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-inf", action="store_true", help="skip the rpm = tpm = inf pass")
     ap.add_argument("--out", type=Path, default=BENCH / "out" / "eval")
     args = ap.parse_args(argv)
+    args.out = args.out.resolve()  # squall serve runs inside it: paths must not be relative
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     unknown = set(engines) - set(ENGINES)
     if unknown:
