@@ -410,3 +410,18 @@ def test_columns_come_from_the_first_row(tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
     path.write_text("expression,answer\n1+1,2\n", encoding="utf-8")
     assert open_input(path).columns() == ["expression", "answer"]
+
+
+def test_jsonl_values_are_exactly_what_json_loads_gives(tmp_path: Path) -> None:
+    # squall parses with orjson where it may: a 64-bit-overflowing id must stay an exact int,
+    # NaN must still load, a lone surrogate escape must still load (all as json.loads has it).
+    lines = [
+        '{"prompt": "a", "id": 123456789012345678901234567890}',
+        '{"prompt": "b", "score": NaN}',
+        '{"prompt": "c", "s": "\\ud83d"}',
+        '{"prompt": "计算", "n": 9223372036854775807}',
+    ]
+    rows = all_rows(open_input(write_lines(tmp_path / "in.jsonl", lines)))
+    for row, line in zip(rows, lines, strict=True):
+        assert repr(row.data) == repr(json.loads(line))
+    assert type(rows[0].data["id"]) is int

@@ -366,3 +366,18 @@ def test_batch_round_trip_from_input_file_to_output_file(tmp_path: Path) -> None
     lines = read_jsonl(out)
     assert [line["custom_id"] for line in lines] == [f"task-{i}" for i in range(4)]
     assert lines[3]["response"]["body"]["choices"][0]["message"]["content"] == "answer to task-3"
+
+
+def test_jsonl_output_keeps_long_integers_and_odd_text(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    rows = [
+        Row(0, 1, {"id": 123456789012345678901234567890, "prompt": "a"}),
+        Row(1, 2, {"id": 2, "prompt": "lone \ud800 surrogate"}),
+    ]
+    with open_writer(path, batch=False) as w:
+        for row in rows:
+            w.write(row, done(row.index))
+    back = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert back[0]["id"] == 123456789012345678901234567890
+    assert back[1]["prompt"] == "lone \ud800 surrogate"
+    assert [b["response"] for b in back] == ["答案", "答案"]

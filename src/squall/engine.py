@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from . import jsoncodec
 from .clock import Clock
 from .errors import RequestError, RetryableError, RunStopped
 from .events import RunStats
@@ -282,7 +282,7 @@ class Engine:
         slot = lease.slot
         item.attempts.total += 1
         model = slot.model if slot.endpoint.model or not spec.model else spec.model
-        body = json.dumps({"model": model, **spec.body}, ensure_ascii=False).encode()
+        body = jsoncodec.dumps_body({"model": model, **spec.body})
         started = self._clock.now()
         try:
             try:

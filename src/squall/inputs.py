@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from . import jsoncodec
 from .errors import InputError, MissingExtraError
 from .records import Row
 
@@ -281,15 +282,18 @@ class JsonlInput(InputSource):
                             start += 3
                     if not raw.strip():
                         continue
-                    text = _decode(raw, line_no, start, shown)
                     try:
-                        data = json.loads(text)
-                    except json.JSONDecodeError as exc:
-                        raise InputError(
-                            f"is not valid JSON: {exc.msg} at column {exc.colno}",
-                            file=shown,
-                            line=line_no,
-                        ) from None
+                        data = jsoncodec.loads_fast(raw)
+                    except ValueError:  # stdlib decides, and names the fault
+                        text = _decode(raw, line_no, start, shown)
+                        try:
+                            data = json.loads(text)
+                        except json.JSONDecodeError as exc:
+                            raise InputError(
+                                f"is not valid JSON: {exc.msg} at column {exc.colno}",
+                                file=shown,
+                                line=line_no,
+                            ) from None
                     if not isinstance(data, dict):
                         raise InputError(
                             f"is a JSON {_json_kind(data)}, not an object: each line must be "

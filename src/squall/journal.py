@@ -63,6 +63,7 @@ APPLICATION_ID = 0x5351414C
 SessionOutcome = Literal["completed", "interrupted", "stopped"]
 
 _PENDING, _SENT, _DONE, _FAILED = (int(s) for s in RowState)
+_STATES = tuple(RowState)  # by value: indexing is cheaper than RowState(n) on every row
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
@@ -574,7 +575,7 @@ class Journal:
             for r in page:
                 yield RowResult(
                     index=r[0],
-                    state=RowState(r[1]),
+                    state=_STATES[r[1]],
                     response=r[2],
                     error=None if r[3] is None else ErrorInfo(r[3], r[4], r[5] or ""),
                     finish_reason=r[6],

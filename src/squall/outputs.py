@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from . import jsoncodec
 from .errors import MissingExtraError, OutputError
 from .records import OUTPUT_FIELDS, Row, RowResult, RowState
 
@@ -209,6 +210,12 @@ class OutputWriter(ABC):
         except OSError as exc:
             raise self._error(exc) from None
 
+    def _open_binary(self) -> IO[bytes]:
+        try:
+            return self.partial_path.open("wb")
+        except OSError as exc:
+            raise self._error(exc) from None
+
     def _error(self, exc: OSError) -> OutputError:
         return OutputError(f"{self.path}: cannot be written ({_reason(exc)}); {_WHAT_NEXT}")
 
@@ -236,10 +243,10 @@ class JsonlWriter(OutputWriter):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self._f = self._open_text()
+        self._f = self._open_binary()
 
     def _write(self, row: Row, result: RowResult | None) -> None:
-        self._f.write(_dumps(_json_safe(merge_fields(row.data, result))) + "\n")
+        self._f.write(jsoncodec.dumps_line(_json_safe(merge_fields(row.data, result))) + b"\n")
 
     def _finish(self) -> None:
         self._f.flush()
@@ -255,10 +262,10 @@ class BatchJsonlWriter(OutputWriter):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self._f = self._open_text()
+        self._f = self._open_binary()
 
     def _write(self, row: Row, result: RowResult | None) -> None:
-        self._f.write(_dumps(batch_output_line(row, result)) + "\n")
+        self._f.write(jsoncodec.dumps_line(batch_output_line(row, result)) + b"\n")
 
     def _finish(self) -> None:
         self._f.flush()
@@ -306,8 +313,8 @@ def batch_output_line(row: Row, result: RowResult | None) -> dict[str, Any]:
 def _completion_body(result: RowResult) -> dict[str, Any]:
     if result.raw:
         try:
-            body = json.loads(result.raw)
-        except json.JSONDecodeError:
+            body = jsoncodec.loads(result.raw.encode("utf-8", "surrogatepass"))
+        except ValueError:
             body = None
         if isinstance(body, dict):
             return body

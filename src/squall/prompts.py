@@ -31,14 +31,16 @@ _RESERVED_PARAMS = {
 }
 
 
+# Built once: json.dumps(**options) builds an encoder per call, a third of a fingerprint's cost.
+_FINGERPRINT_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str)
+
+
 def fingerprint(data: Mapping[str, Any]) -> str:
     """Return a 32-hex-digit hash of a row's content, independent of key order."""
     try:
-        text = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
+        text = _FINGERPRINT_JSON.encode(data)
     except TypeError:  # keys of mixed types cannot be sorted: compare them as text
-        text = json.dumps(
-            {str(k): v for k, v in data.items()}, sort_keys=True, ensure_ascii=False, default=str
-        )
+        text = _FINGERPRINT_JSON.encode({str(k): v for k, v in data.items()})
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from . import jsoncodec
 from .errors import (
     AuthError,
     BadRequest,
@@ -145,7 +146,7 @@ class Transport:
 
     def _parse_ok(self, raw: bytes) -> Completion:
         try:
-            data = json.loads(raw)
+            data = jsoncodec.loads(raw)
             choice = data["choices"][0]
         except (ValueError, KeyError, IndexError, TypeError):
             snippet = raw[:120].decode("utf-8", "replace")
