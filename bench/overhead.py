@@ -18,12 +18,21 @@ the 2 cores here, so anything above a few percent is other work competing).
 
 Targets (issue 2): squall >= 0.8x the bare loop's requests/s, <= 0.3 CPU-s per 1000 requests.
 
+On a shared machine requests/s and CPU-seconds move by 10-30% from one run to the next (steal
+time), so `--instructions N` adds a figure that does not: the CPU instructions each request
+costs the bare loop and squall, counted by valgrind (callgrind) over runs of N and 2N prompts
+and differenced, so start-up and imports cancel out. Needs `valgrind` on PATH; about 3 minutes
+for N = 2000.
+
 Run: python bench/overhead.py [--prompts 20000] [--concurrency 64] [--repeat 3]
+     [--instructions 2000]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -35,8 +44,10 @@ from common import (  # bench/ is not a package
     OUT,
     ChildResult,
     Table,
+    client_argv,
     fmt,
     header,
+    run_child,
     run_client,
     save_report,
     start_lean_server,
@@ -72,6 +83,43 @@ def one_run(
     return run_client(name, job, timeout_s=timeout_s)
 
 
+def job_for(name: str, base_url: str, rows: Path, concurrency: int, tag: str) -> dict[str, Any]:
+    """Return a contender's job on fresh files named by `tag`."""
+    for p in OUT.glob(f"{tag}.sqlite*"):
+        p.unlink()
+    return {
+        "base_url": base_url,
+        "keys": [{"key": KEY, "rps": None}],
+        "input": str(rows),
+        "output": str(OUT / f"{tag}.jsonl"),
+        "journal": str(OUT / f"{tag}.sqlite"),
+        "concurrency": concurrency,
+        "model": "lean-model",
+    }
+
+
+def instructions(name: str, base_url: str, n: int, concurrency: int, timeout_s: float) -> float:
+    """Return the CPU instructions one request costs contender `name` (callgrind, 2N - N)."""
+    counts = []
+    for size in (n, 2 * n):
+        rows = write_prompts(OUT / f"overhead-{size}.jsonl", size)
+        tag = f"overhead-ir-{name}-{size}"
+        job = job_for(name, base_url, rows, concurrency, tag)
+        out = OUT / f"{tag}.callgrind"
+        argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *client_argv(name)]
+        res = run_child(argv, stdin=json.dumps(job), timeout_s=timeout_s)
+        if res.rc != 0 or not out.exists():
+            raise RuntimeError(f"{name} under valgrind failed (exit {res.rc}): {res.stderr[-500:]}")
+        total = next(
+            int(line.split()[1])
+            for line in out.read_text(encoding="utf-8", errors="replace").splitlines()
+            if line.startswith("summary:")
+        )
+        out.unlink()
+        counts.append(total)
+    return (counts[1] - counts[0]) / n
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table; return 0 when squall meets both targets."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -80,6 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs of bare and squall (median)")
     ap.add_argument("--contenders", default="bare,squall,openai,seed")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per contender run")
+    ap.add_argument(
+        "--instructions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also count instructions per request under valgrind (runs of N and 2N prompts)",
+    )
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
 
@@ -100,6 +155,16 @@ def main(argv: list[str] | None = None) -> int:
                     + (f"  ERROR {rep.get('error')}" if rep.get("error") or res.rc else ""),
                     flush=True,
                 )
+        ir: dict[str, float] = {}
+        if args.instructions:
+            if shutil.which("valgrind") is None:
+                print("  --instructions: valgrind is not on PATH; skipped", flush=True)
+            else:
+                for name in ("bare", "squall"):
+                    ir[name] = instructions(
+                        name, server.base_url, args.instructions, args.concurrency, args.timeout
+                    )
+                    print(f"  {name:<7} {ir[name]:,.0f} instructions per request", flush=True)
 
     def med(name: str, key: str) -> float | None:
         values = [float(r.report[key]) for r in runs[name] if key in r.report]
@@ -176,7 +241,13 @@ def main(argv: list[str] | None = None) -> int:
             f"target <= 0.3 CPU-s per 1000 requests: {fmt(sq['cpu_per_1000'], 3)} -> "
             f"{verdict(cpu_ok)}"
         )
-    path = save_report("overhead", {"args": vars(args), "figures": figures})
+    if ir:
+        print(
+            f"\ninstructions per request (callgrind, {args.instructions:,} and "
+            f"{2 * args.instructions:,} prompts): bare {ir['bare']:,.0f}, squall "
+            f"{ir['squall']:,.0f} = {ir['squall'] / ir['bare']:.2f}x the bare loop's"
+        )
+    path = save_report("overhead", {"args": vars(args), "figures": figures, "instructions": ir})
     print(f"\nfigures: {path}")
     return 0 if ok else 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 
 import squall
+from squall.prompts import ROW_FINGERPRINT, fingerprint_v1
 from squall.records import OUTPUT_FIELDS
 from squall.redact import ApiKey
 from squall.simulator import SimConfig, SimKey, Simulator, expected_answer
@@ -95,6 +97,33 @@ def test_rerun_resumes_and_changed_data_is_refused(tmp_path: Path, sim: Simulato
     assert sim.served_count() == served
     fresh = squall.run(changed, output=out, config=config_for(sim), restart=True)
     assert [r["response"] for r in fresh.rows()][4] == "100"
+
+
+def test_journal_with_scheme_1_fingerprints_resumes_and_still_sees_changes(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # A journal made before row fingerprint scheme 2 records no scheme and holds scheme 1
+    # hashes: a rerun must compare with those, not refuse every row as changed.
+    prompts = [f"what is {i} + 7?" for i in range(10)]
+    out = tmp_path / "out.jsonl"
+    first = squall.run(prompts, output=out, config=config_for(sim))
+    with sqlite3.connect(first.journal) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'row_fingerprint'").fetchone() == (
+            ROW_FINGERPRINT,
+        )
+        db.execute("DELETE FROM meta WHERE key = 'row_fingerprint'")
+        db.executemany(
+            "UPDATE rows SET fingerprint = ? WHERE idx = ?",
+            [(fingerprint_v1({"prompt": p}), i) for i, p in enumerate(prompts)],
+        )
+    served = sim.served_count()
+    again = squall.run(prompts, output=out, config=config_for(sim))
+    assert again.summary.complete and sim.served_count() == served
+
+    changed = [*prompts[:6], "what is 1 + 1?", *prompts[7:]]
+    with pytest.raises(squall.InputChangedError, match=r"line 7"):
+        squall.run(changed, output=out, config=config_for(sim))
+    assert sim.served_count() == served
 
 
 def test_bad_data_and_settings_raise_typed_errors(tmp_path: Path, sim: Simulator) -> None:

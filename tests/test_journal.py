@@ -407,6 +407,22 @@ def test_iter_results_carry_every_field(journal: Journal) -> None:
     assert third.state == RowState.PENDING and third.response is None
 
 
+@pytest.mark.parametrize("request_id", [None, "chatcmpl-7"])
+@pytest.mark.parametrize("raw", [None, '{"id": "chatcmpl-7"}'])
+def test_answer_keeps_request_id_and_raw_whether_given_or_not(
+    journal: Journal, path: Path, request_id: str | None, raw: str | None
+) -> None:
+    journal.ingest(rows(1))
+    journal.mark_sent(0)
+    got = Completion("a", "stop", 1, 2, raw=raw, request_id=request_id)
+    journal.record_success(0, got, latency_s=0.1, attempts=1, endpoint="e", model="m")
+    journal.close()
+    with sqlite3.connect(path) as conn:
+        stored = conn.execute("SELECT request_id, raw, response FROM rows WHERE idx = 0").fetchone()
+    conn.close()
+    assert stored == (request_id, raw, "a")
+
+
 # -- accounts -------------------------------------------------------------------------------
 
 

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from squall.errors import ConfigError, InputError
+from squall.errors import ConfigError, InputError, JournalError
 from squall.inputs import open_input
 from squall.prompts import (
+    ROW_FINGERPRINT,
     RequestBuilder,
     check_messages,
     check_template,
     fingerprint,
+    fingerprint_v1,
+    row_fingerprinter,
     settings_fingerprint,
     template_fields,
 )
@@ -278,12 +282,39 @@ def test_fingerprint_ignores_key_order_and_sees_changes() -> None:
     assert len(fingerprint({1: "x", "a": object()})) == 32  # type: ignore[dict-item]  # mixed keys are the test
 
 
-def test_fingerprint_is_stable_across_versions() -> None:
-    # Values computed by squall before fingerprints were optimised: a journal made then must
-    # still match its input, or every resume would stop with "the input changed".
+def test_fingerprints_are_stable_across_versions() -> None:
+    # A journal keeps the hashes it was made with: if a scheme's hash of a row ever changed
+    # (a new squall, a new orjson), every resume of an older journal would stop with "the
+    # input changed". Scheme 1's values are those squall computed before scheme 2 existed.
     row = {"prompt": "计算 1 + 2", "n": 1, "x": [1.5, None, True], "d": {"b": "é", "a": 2}}
-    assert fingerprint(row) == "7be3f0de9d1d60b9eab3d18ea50e44e3"
-    assert fingerprint({1: "x", "a": "y"}) == "e84707e3b9c61ad35988ada42c1ea096"
+    assert fingerprint_v1(row) == "7be3f0de9d1d60b9eab3d18ea50e44e3"
+    assert fingerprint_v1({1: "x", "a": "y"}) == "e84707e3b9c61ad35988ada42c1ea096"
+    plain = {"prompt": "计算 1 + 2", "n": 1, "x": [1.5, 1e16, 2.5e-7, True], "d": {"b": "é"}}
+    assert fingerprint(plain) == "f27d4c6e88a0e4e12e632cdf989da527"
+    assert fingerprint({1: "x", "a": "y"}) == "9f7b3542ad2f555553d07025ea516fe7"
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ({"x": math.nan}, {"x": None}),  # orjson writes both as null
+        ({"x": [math.inf]}, {"x": [None]}),
+        ({"s": "\ud800"}, {"s": "\ud801"}),  # orjson refuses lone surrogates
+        ({"n": 2**70}, {"n": 2**70 + 1}),  # and ints past 64 bits
+        ({"n": 1}, {"n": 1.0}),
+        ({"n": 1}, {"n": "1"}),
+    ],
+)
+def test_fingerprint_tells_close_rows_apart(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert fingerprint(a) != fingerprint(b)
+    assert fingerprint(a) == fingerprint(dict(a))
+
+
+def test_row_fingerprinter_knows_each_scheme_and_refuses_a_newer_one() -> None:
+    assert row_fingerprinter("1") is fingerprint_v1
+    assert row_fingerprinter(ROW_FINGERPRINT) is fingerprint
+    with pytest.raises(JournalError, match="newer squall"):
+        row_fingerprinter("99")
 
 
 def test_settings_fingerprint_changes_with_any_setting_and_says_what() -> None:

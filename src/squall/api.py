@@ -36,7 +36,7 @@ from .journal import Journal, JournalStats, discard
 from .outputs import merge_fields, open_writer
 from .pool import EndpointPool, KeyStats
 from .progress import Mode, Progress
-from .prompts import RequestBuilder, check_template, fingerprint
+from .prompts import ROW_FINGERPRINT, RequestBuilder, check_template, fingerprint, row_fingerprinter
 from .records import RequestSpec, Row, RowResult
 from .redact import Redactor
 from .retry import RetryPolicy
@@ -168,10 +168,16 @@ def _with_models(cfg: RunConfig, source: InputSource, batch: bool) -> RunConfig:
 
 
 def _checked_rows(
-    source: InputSource, builder: RequestBuilder, batch: bool, *, line_models: bool
+    source: InputSource,
+    builder: RequestBuilder,
+    batch: bool,
+    *,
+    line_models: bool,
+    fingerprint: Callable[[Mapping[str, Any]], str] = fingerprint,
 ) -> Iterator[tuple[int, int, str]]:
     """Yield every row's (index, line, fingerprint) once its request builds, streaming; with
-    `line_models`, each batch line must name its model (none is configured)."""
+    `line_models`, each batch line must name its model (none is configured); `fingerprint`
+    is the journal's scheme."""
     for row in source.rows():
         spec = builder.build(row, batch=batch)
         if line_models and spec.model is None:
@@ -355,8 +361,18 @@ async def arun(
             # A bad output path (unknown extension, batch lines into CSV, unwritable) must
             # fail before money is spent, not at the merge after the last answer.
             open_writer(Path(output), batch=batch).abort()
-        jr.check_settings(fp.digest, fp.settings, input_name=source.name)
-        report = jr.ingest(_checked_rows(source, builder, batch, line_models=pool_cfg is not cfg))
+        scheme = jr.check_settings(
+            fp.digest, fp.settings, input_name=source.name, row_fingerprint=ROW_FINGERPRINT
+        )
+        report = jr.ingest(
+            _checked_rows(
+                source,
+                builder,
+                batch,
+                line_models=pool_cfg is not cfg,
+                fingerprint=row_fingerprinter(scheme),
+            )
+        )
         jr.set_meta("models", _json(models))
         jr.set_meta("prices", _json({k: v.model_dump() for k, v in cfg.prices.items()}))
         spent = 0.0

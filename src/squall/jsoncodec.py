@@ -8,13 +8,14 @@ Reading gives exactly what `json.loads` gives: a text orjson refuses (NaN, lone 
 numbers too large for a double), or one holding an integer too long for 64 bits (orjson would
 make it a float), is parsed by `json` instead. Writing differs from `json.dumps` only in
 form: no spaces after separators, NaN and infinities as null (valid JSON, where stdlib writes
-`NaN`), dataclasses and enums by their fields and values. Row fingerprints stay on `json`
-(`prompts.py`): journals made by earlier versions must keep matching.
+`NaN`), dataclasses and enums by their fields and values. Row fingerprints use
+`dumps_sorted` (`prompts.py`); journals made before it keep the `json` text they were made with.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import orjson
@@ -34,6 +35,7 @@ def _long_int(raw: bytes) -> bool:
 
 
 _OUT_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+_SORTED_OPTIONS = _OUT_OPTIONS | orjson.OPT_SORT_KEYS
 
 
 def loads(raw: bytes) -> Any:
@@ -74,6 +76,20 @@ def dumps_line(value: Any) -> bytes:
     return _dumps(value, _OUT_OPTIONS)
 
 
+def dumps_sorted(value: Any) -> bytes | None:
+    """Return `value` as compact UTF-8 JSON with keys sorted, or None where orjson cannot
+    tell it apart from a near neighbour (a null it wrote may have been NaN) or refuses it.
+
+    For row fingerprints: the caller hashes another text where this gives None.
+    """
+    try:
+        out = orjson.dumps(value, default=str, option=_SORTED_OPTIONS)
+    except TypeError:
+        return None
+    # find(), not `in` (see _long_int). "null" inside a string also lands here: only slower.
+    return None if out.find(b"null") >= 0 else out
+
+
 def _dumps(value: Any, option: int) -> bytes:
     # What orjson refuses (a lone surrogate, an int past 64 bits, a key that is not text)
     # goes to stdlib; a string that is not valid Unicode goes \u-escaped rather than failing.
@@ -81,7 +97,18 @@ def _dumps(value: Any, option: int) -> bytes:
         return orjson.dumps(value, default=str, option=option)
     except TypeError:
         pass
+    value = _nan_to_none(value)  # as orjson does: stdlib would write NaN, which is not JSON
     try:
         return json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(value, default=str).encode("ascii")
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return value

@@ -226,14 +226,6 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
-    # NaN (pandas' missing value) is not JSON: write null, as pandas.to_json does.
-    for key, value in row.items():
-        if value.__class__ is float and value != value:
-            row[key] = None
-    return row
-
-
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
@@ -246,7 +238,8 @@ class JsonlWriter(OutputWriter):
         self._f = self._open_binary()
 
     def _write(self, row: Row, result: RowResult | None) -> None:
-        self._f.write(jsoncodec.dumps_line(_json_safe(merge_fields(row.data, result))) + b"\n")
+        # No _json_safe pass: dumps_line writes NaN as null itself, nested ones too.
+        self._f.write(jsoncodec.dumps_line(merge_fields(row.data, result)) + b"\n")
 
     def _finish(self) -> None:
         self._f.flush()
