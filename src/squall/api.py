@@ -36,7 +36,7 @@ from .journal import Journal, JournalStats, discard
 from .outputs import merge_fields, open_writer
 from .pool import EndpointPool, KeyStats
 from .progress import Mode, Progress
-from .prompts import ROW_FINGERPRINT, RequestBuilder, check_template, fingerprint, row_fingerprinter
+from .prompts import ROW_FINGERPRINT, RequestBuilder, check_template, row_fingerprinter
 from .records import RequestSpec, Row, RowResult
 from .redact import Redactor
 from .retry import RetryPolicy
@@ -173,7 +173,7 @@ def _checked_rows(
     batch: bool,
     *,
     line_models: bool,
-    fingerprint: Callable[[Mapping[str, Any]], str] = fingerprint,
+    fingerprint: Callable[[Mapping[str, Any]], str],
 ) -> Iterator[tuple[int, int, str]]:
     """Yield every row's (index, line, fingerprint) once its request builds, streaming; with
     `line_models`, each batch line must name its model (none is configured); `fingerprint`

@@ -44,12 +44,10 @@ def loads(raw: bytes) -> Any:
     Raises:
         ValueError: `raw` is not JSON (json.JSONDecodeError) or not UTF-8 (UnicodeDecodeError).
     """
-    if not _long_int(raw):
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass  # stdlib decides, and gives its own message
-    return json.loads(raw)
+    try:
+        return loads_fast(raw)
+    except ValueError:  # stdlib decides, and gives its own message
+        return json.loads(raw)
 
 
 def loads_fast(raw: bytes) -> Any:

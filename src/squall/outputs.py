@@ -238,7 +238,7 @@ class JsonlWriter(OutputWriter):
         self._f = self._open_binary()
 
     def _write(self, row: Row, result: RowResult | None) -> None:
-        # No _json_safe pass: dumps_line writes NaN as null itself, nested ones too.
+        # dumps_line writes NaN as null itself (pandas' missing value is not JSON), nested too.
         self._f.write(jsoncodec.dumps_line(merge_fields(row.data, result)) + b"\n")
 
     def _finish(self) -> None:
