@@ -8,8 +8,9 @@ NAME is one of:
 
 The job, a JSON object on stdin:
     base_url     the endpoint, e.g. http://127.0.0.1:PORT/v1
-    keys         [{"key": ..., "rps": 40 | null (unlimited) | "discover"}]; bare and openai
-                 use the first key only
+    keys         [{"key": ..., "rps": 40 | null (unlimited) | "discover", "concurrency": 8}]
+                 ("concurrency", optional, squall only: that key's max_concurrency); bare and
+                 openai use the first key only
     input        a JSONL file of {"prompt": ...} rows, read streaming (the seed reads it whole)
     output       a file (squall, bare, openai) or a folder (seed)
     concurrency  requests in flight at most (per key for squall; the seed has none: its
@@ -72,7 +73,11 @@ def run_squall(job: Job) -> dict[str, Any]:
         else:
             rpm = float(rps) * 60.0
         keys.append(
-            squall.KeyConfig(key=k["key"], rpm=rpm, max_concurrency=int(job["concurrency"]))
+            squall.KeyConfig(
+                key=k["key"],
+                rpm=rpm,
+                max_concurrency=int(k.get("concurrency") or job["concurrency"]),
+            )
         )
     cfg = squall.RunConfig(
         model=job.get("model", "sim-model"),

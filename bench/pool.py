@@ -20,7 +20,17 @@ busy machine its rates say as much about the machine as about the client.
 Target (issue 2): squall (declared limits) >= 0.95 of the sum of the limits, < 1% of requests
 answered 429.
 
-Run: python bench/pool.py [--prompts 1500] [--latency 0.05]
+`--scenario caps` instead caps three keys at 8, 4 and 2 requests in flight (no rate limit;
+over the cap the simulator answers 429 + Retry-After 1 s, worded like a rate limit, as many
+relays do), 50 ms latency, so at most 160, 80 and 40 requests/s get through:
+
+    squall           rpm = inf declared, concurrency left at its default (64): squall must find
+                     each key's cap from its 429s
+    squall-declared  each key's cap declared (max_concurrency = 8, 4, 2): the reference
+    seed             the seed's class, each limiter set to what its key's cap lets through
+                     (cap / latency requests/s)
+
+Run: python bench/pool.py [--prompts 1500] [--latency 0.05] [--scenario rates|caps]
      [--contenders squall,squall-discover,seed]
 """
 
@@ -47,8 +57,10 @@ from common import (  # bench/ is not a package
 )
 
 LIMITS_RPS = (40.0, 20.0, 4.0)
+CAPS = (8, 4, 2)
 # The last four characters differ, so the masked keys (sk-...abcd) in the ledger tell them apart.
 KEYS = tuple(f"sk-bench-pool-{int(r)}rps-{c * 4}" for r, c in zip(LIMITS_RPS, "abc", strict=True))
+CAPPED_KEYS = tuple(f"sk-bench-pool-cap{n}-{c * 4}" for n, c in zip(CAPS, "def", strict=True))
 
 
 def ledger_figures(path: Path) -> dict[str, Any]:
@@ -78,16 +90,40 @@ def ledger_figures(path: Path) -> dict[str, Any]:
     }
 
 
-def run_contender(name: str, prompts: Path, latency: float, timeout_s: float) -> dict[str, Any]:
-    """Run one contender against a fresh simulator; return its figures."""
+def scenario(name: str, contender: str, latency: float) -> tuple[Any, list[dict[str, Any]], float]:
+    """Return the simulator's config, the contender's keys and the sum of what the keys allow."""
     from squall.testing import SimConfig, SimKey
 
+    if name == "caps":
+        capped = list(zip(CAPPED_KEYS, CAPS, strict=True))
+        sim = SimConfig(
+            keys=tuple(SimKey(key=k, max_concurrency=n) for k, n in capped),
+            latency_s=latency,
+            busy_wording="rate",
+            seed=1,
+        )
+        if contender == "seed":
+            keys = [{"key": k, "rps": n / latency} for k, n in capped]
+        elif contender == "squall-declared":
+            keys = [{"key": k, "rps": None, "concurrency": n} for k, n in capped]
+        else:
+            keys = [{"key": k, "rps": None} for k in CAPPED_KEYS]
+        return sim, keys, sum(CAPS) / latency
     sim = SimConfig(
         keys=tuple(SimKey(key=k, rpm=r * 60.0) for k, r in zip(KEYS, LIMITS_RPS, strict=True)),
         latency_s=latency,
         seed=1,
     )
-    tag = f"pool-{name}"
+    rps: list[Any] = ["discover"] * 3 if contender == "squall-discover" else list(LIMITS_RPS)
+    return sim, [{"key": k, "rps": r} for k, r in zip(KEYS, rps, strict=True)], sum(LIMITS_RPS)
+
+
+def run_contender(
+    name: str, prompts: Path, latency: float, timeout_s: float, scenario_name: str = "rates"
+) -> dict[str, Any]:
+    """Run one contender against a fresh simulator; return its figures."""
+    sim, keys, _ = scenario(scenario_name, name, latency)
+    tag = f"pool-{name}" if scenario_name == "rates" else f"pool-{scenario_name}-{name}"
     ledger = OUT / f"{tag}.ledger.jsonl"
     for p in OUT.glob(f"{tag}.sqlite*"):
         p.unlink()
@@ -96,11 +132,10 @@ def run_contender(name: str, prompts: Path, latency: float, timeout_s: float) ->
         for p in output.glob("*.csv"):
             p.unlink()
     client = "seed" if name == "seed" else "squall"
-    rps: list[Any] = ["discover"] * 3 if name == "squall-discover" else list(LIMITS_RPS)
     with start_simulator(sim, ledger) as server:
         job = {
             "base_url": server.base_url,
-            "keys": [{"key": k, "rps": r} for k, r in zip(KEYS, rps, strict=True)],
+            "keys": keys,
             "input": str(prompts),
             "output": str(output),
             "journal": str(OUT / f"{tag}.sqlite"),
@@ -137,17 +172,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--prompts", type=int, default=1500)
     ap.add_argument("--latency", type=float, default=0.05)
-    ap.add_argument("--contenders", default="squall,squall-discover,seed")
+    ap.add_argument("--scenario", choices=("rates", "caps"), default="rates")
+    ap.add_argument("--contenders", default=None, help="default: all of the scenario's")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per contender run")
     args = ap.parse_args(argv)
-    names = [n.strip() for n in args.contenders.split(",") if n.strip()]
+    caps = args.scenario == "caps"
+    default = "squall,squall-declared,seed" if caps else "squall,squall-discover,seed"
+    names = [n.strip() for n in (args.contenders or default).split(",") if n.strip()]
 
     print(header("bench/pool", sys.argv))
     prompts = write_prompts(OUT / f"pool-{args.prompts}.jsonl", args.prompts)
-    total = sum(LIMITS_RPS)
+    total = scenario(args.scenario, "squall", args.latency)[2]
     results = []
     for name in names:
-        f = run_contender(name, prompts, args.latency, args.timeout)
+        f = run_contender(name, prompts, args.latency, args.timeout, args.scenario)
         results.append(f)
         print(
             f"  {name:<16} {f['done']} rows saved in {fmt(f['wall_s'])} s"
@@ -192,17 +230,24 @@ def main(argv: list[str] | None = None) -> int:
             fmt(f["cpu_pressure_pct"], 0),
             outcome,
         )
-    print(
-        f"\nkeys limited to {', '.join(f'{r:g}' for r in LIMITS_RPS)} requests/s (sum "
-        f"{total:g}/s), {args.latency * 1000:g} ms latency, {args.prompts} prompts\n"
-    )
+    if caps:
+        print(
+            f"\nkeys capped at {', '.join(str(n) for n in CAPS)} requests in flight, no rate "
+            f"limit, {args.latency * 1000:g} ms latency: at most {total:g} requests/s in all "
+            f"(the 'sum of limits'), {args.prompts} prompts\n"
+        )
+    else:
+        print(
+            f"\nkeys limited to {', '.join(f'{r:g}' for r in LIMITS_RPS)} requests/s (sum "
+            f"{total:g}/s), {args.latency * 1000:g} ms latency, {args.prompts} prompts\n"
+        )
     print(table.render())
     for f in results:
         if f["name"] != "squall" and f["rate"] and squall_rate:
             print(f"squall's rate / {f['name']}'s rate: {fmt(squall_rate / f['rate'])}x")
     ok = True
     sq = next((f for f in results if f["name"] == "squall"), None)
-    if sq is not None:
+    if sq is not None and not caps:
         frac = sq["rate"] / total if sq["rate"] else 0.0
         led = sq["ledger"]
         pct = 100.0 * led["rate_limited"] / led["requests"] if led["requests"] else 100.0
@@ -211,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
             f"\ntarget >= 0.95 of the sum: {fmt(frac)} -> {verdict(frac >= 0.95)}\n"
             f"target < 1% 429s: {fmt(pct, 2)}% -> {verdict(pct < 1.0)}"
         )
-    path = save_report("pool", {"args": vars(args), "results": results})
+    path = save_report(
+        "pool" if not caps else "pool-caps", {"args": vars(args), "results": results}
+    )
     print(f"\nfigures: {path}")
     return 0 if ok else 1
 

@@ -194,6 +194,60 @@ async def test_a_429_retry_after_is_honoured_on_that_key(
             assert nxt[0].t >= ledger[i].t + 1.0 - 0.005
 
 
+@pytest.mark.parametrize("wording", ["concurrency", "rate"])
+async def test_a_key_capped_at_four_in_flight_is_found_out_not_stalled(
+    simulator: Factory, tmp_path: Path, wording: str
+) -> None:
+    # A relay lets this key have 4 requests in flight and refuses the rest with 429 +
+    # Retry-After 1 s, worded as a concurrency cap or like a rate limit. The user declared no
+    # rate limit (rpm = inf) and no concurrency. Cooling the key for each refusal would send
+    # 64, have 60 refused and rest a second, over and over: some 15 refusals a row.
+    k = key(f"capped-{wording}")
+    sim = simulator(
+        SimConfig(
+            keys=(SimKey(key=k, max_concurrency=4),),
+            latency_s=0.02,
+            busy_wording=wording,  # type: ignore[arg-type]
+        )
+    )
+    notices: list[str] = []
+    res = await run(
+        tmp_path,
+        prompts(200),
+        config(endpoint("relay", sim.base_url, k, rpm=math.inf)),
+        notices=notices,
+    )
+    assert res.summary.status == "completed" and res.summary.done == 200
+    assert_answers_belong_to_their_prompts(output(tmp_path))
+    ledger = sim.ledger()
+    refused = [e for e in ledger if e.status == 429]
+    assert all(e.fault == "concurrency" for e in refused)
+    # One round of refusals at the start (60 of the first 64), perhaps a few more while the
+    # window settles, then a probe one wider every ten seconds.
+    assert len(refused) <= 80, len(refused)
+    (stats,) = res.summary.keys
+    assert stats.window == 4
+    assert any("refuses more than 4 request(s) at once" in n for n in notices), notices
+    assert max(served_per_prompt(ledger).values()) == 1
+
+
+async def test_a_worded_concurrency_refusal_narrows_a_paced_key_too(
+    simulator: Factory, tmp_path: Path
+) -> None:
+    # A declared rate the relay accepts, and a concurrency cap it says in words: the pace stays,
+    # the window narrows, and the key is not cooled a second for each refusal.
+    k = key("capped-paced")
+    sim = simulator(SimConfig(keys=(SimKey(key=k, max_concurrency=2),), latency_s=0.05))
+    cfg = config(endpoint("relay", sim.base_url, {"key": k, "rpm": 6000}))
+    res = await run(tmp_path, prompts(120), cfg)
+    assert res.summary.done == 120
+    (stats,) = res.summary.keys
+    assert stats.window == 2
+    assert stats.rpm == pytest.approx(6000)  # the pace was not taken for the culprit
+    refused = [e for e in sim.ledger() if e.status == 429]
+    assert len(refused) <= 0.25 * 120, len(refused)
+
+
 # -- dead keys, down endpoints, paused servers --------------------------------------------------
 
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from squall.limits import Discovery, Pace, parse_duration
+from squall.limits import ConcurrencyWindow, Discovery, Pace, parse_duration
 
 
 def send_times(pace: Pace, n: int, *, start: float = 0.0, late: float = 0.0) -> list[float]:
@@ -219,3 +219,39 @@ def test_parse_duration_reads_openai_durations(text: str, seconds: float) -> Non
 )
 def test_parse_duration_refuses_what_it_cannot_read(text: str) -> None:
     assert parse_duration(text) is None
+
+
+# -- ConcurrencyWindow --------------------------------------------------------------------------
+
+
+def test_the_window_cuts_to_one_below_the_first_refused_level_and_ignores_its_round() -> None:
+    w = ConcurrencyWindow(64)
+    assert w.on_refused(1.0, 5, worded=False) and w.size == 4
+    # The rest of that round left with more in flight than the window now allows.
+    assert all(w.on_refused(1.0, n, worded=False) for n in range(6, 65))
+    assert w.size == 4
+    # One left at 1 in flight and was refused: no cap explains that.
+    assert not w.on_refused(1.0, 1, worded=True)
+
+
+def test_the_window_grows_only_while_kept_full_and_never_past_its_ceiling() -> None:
+    w = ConcurrencyWindow(5)
+    w.on_refused(0.0, 3, worded=False)
+    assert w.size == 2
+    w.on_sent(20.0, 1)  # not full: no growth, however long
+    assert w.size == 2
+    w.on_sent(20.0, 2)
+    assert w.size == 3
+    w.on_sent(25.0, 3)  # full, but only 5 s since the last step
+    assert w.size == 3
+    for t in range(30, 200, 10):
+        w.on_sent(float(t), w.size)
+    assert w.size == 5
+
+
+def test_successes_at_a_level_overrule_a_plain_refusal_there_but_not_a_worded_one() -> None:
+    w = ConcurrencyWindow(16)
+    w.on_ok(6)
+    assert not w.on_refused(0.0, 6, worded=False) and w.size == 16
+    assert w.on_refused(0.0, 7, worded=False) and w.size == 6
+    assert w.on_refused(1.0, 3, worded=True) and w.size == 2

@@ -228,6 +228,88 @@ async def test_a_429_on_a_declared_limit_slows_that_key_a_little() -> None:
     assert slot.requests.per_minute == pytest.approx(600)  # and recovers on success
 
 
+async def test_refusals_above_a_concurrency_cap_narrow_the_window_without_cooling() -> None:
+    # No pace in force (rpm = inf), 8 requests out at once, the 4th..8th refused: a cap on
+    # requests in flight, not a rate. The key is not cooled; it just sends fewer at once.
+    pool, clock, notices = make_pool(endpoint("relay", KEYS[0], rpm=math.inf, max_concurrency=8))
+    slot = pool.slots[0]
+    leases = [await pool.acquire(10, None) for _ in range(8)]
+    assert [le.in_flight for le in leases] == list(range(1, 9))
+    for lease in leases[3:]:
+        pool.release_error(lease, RateLimited("HTTP 429", retry_after=5.0), None)
+    assert slot.window.size == 3  # one below the first refused level (4)
+    assert slot.blocked_until <= clock.now()  # not cooled for the Retry-After
+    (stats,) = pool.statistics()
+    assert stats.state is KeyState.ACTIVE and stats.window == 3
+    assert len(notices) == 1 and "refuses more than 3 request(s) at once" in notices[0]
+    assert KEYS[0] not in notices[0]
+    # 3 still in flight: a 4th must wait for one of them.
+    waiter = asyncio.ensure_future(pool.acquire(10, None))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    pool.release_ok(leases[0], OK, None)
+    again = await asyncio.wait_for(waiter, 1)
+    assert again.slot is slot and clock.now() == pytest.approx(1000.0)
+
+
+async def test_the_window_grows_back_one_step_per_ten_busy_seconds_up_to_the_cap() -> None:
+    pool, clock, notices = make_pool(endpoint("relay", KEYS[0], rpm=math.inf, max_concurrency=6))
+    slot = pool.slots[0]
+    leases = [await pool.acquire(10, None) for _ in range(6)]
+    pool.release_error(leases[2], RateLimited("HTTP 429"), None)  # refused at 3 in flight
+    assert slot.window.size == 2
+    for lease in leases[:2] + leases[3:]:
+        pool.release_ok(lease, OK, None)
+    sizes = []
+    for _ in range(12):
+        clock.advance(10.0)
+        held = [await pool.acquire(10, None) for _ in range(slot.window.size)]  # kept full
+        for lease in held:
+            pool.release_ok(lease, OK, None)
+        sizes.append(slot.window.size)
+    assert sizes[:4] == [3, 4, 5, 6] and max(sizes) == 6  # never above max_concurrency
+    assert len(notices) == 1  # growing back is not news
+
+
+async def test_a_refusal_below_levels_that_succeeded_is_not_taken_for_a_cap() -> None:
+    # Requests at 1..4 in flight succeeded; then one at 2 is refused: an overloaded upstream,
+    # not a cap of 1. The key cools for its Retry-After, and the window stays.
+    pool, clock, _ = make_pool(endpoint("relay", KEYS[0], rpm=math.inf, max_concurrency=8))
+    slot = pool.slots[0]
+    leases = [await pool.acquire(10, None) for _ in range(4)]
+    for lease in leases:
+        pool.release_ok(lease, OK, None)
+    a = await pool.acquire(10, None)
+    b = await pool.acquire(10, None)
+    assert b.in_flight == 2
+    pool.release_error(b, RateLimited("HTTP 429", retry_after=2.0), None)
+    assert slot.window.size == 8
+    assert slot.blocked_until == pytest.approx(clock.now() + 2.0)
+    # Said in words, the same refusal does narrow it: the provider knows its own cap.
+    pool.release_error(
+        a, RateLimited("HTTP 429: 并发数过高", retry_after=2.0, concurrency=True), None
+    )
+    assert slot.window.size == 8  # a was sent at 1 in flight: nothing narrower to try
+    c = [await pool.acquire(10, None) for _ in range(3)]
+    pool.release_error(c[2], RateLimited("too many", concurrency=True), None)
+    assert slot.window.size == 2
+
+
+async def test_a_paced_key_cools_on_a_plain_429_but_narrows_on_a_worded_one() -> None:
+    pool, clock, _ = make_pool(endpoint("relay", {"key": KEYS[0], "rpm": 60000}))
+    slot = pool.slots[0]
+    leases = [await pool.acquire(10, None) for _ in range(5)]
+    pool.release_error(leases[4], RateLimited("HTTP 429", retry_after=1.0), None)
+    assert slot.window.size == slot.max_concurrency  # a rate limit, as far as anyone knows
+    assert slot.blocked_until > clock.now()
+    assert slot.requests.per_minute == pytest.approx(54000)
+    pool.release_error(
+        leases[3], RateLimited("Too many concurrent requests", concurrency=True), None
+    )
+    assert slot.window.size == 3
+    assert slot.requests.per_minute == pytest.approx(54000)  # the pace is not blamed
+
+
 # -- dead keys ----------------------------------------------------------------------------------
 
 

@@ -285,16 +285,25 @@ async def test_tpm_refuses_with_type_tokens(
     assert (await ask(session, sim, "y")).status == 200
 
 
+@pytest.mark.parametrize("wording", ["concurrency", "rate"])
 async def test_max_concurrency_refuses_the_request_over_it(
-    simulator: Factory, session: aiohttp.ClientSession
+    simulator: Factory, session: aiohttp.ClientSession, wording: str
 ) -> None:
-    sim = simulator(keyed(max_concurrency=2, latency_s=0.5))
+    sim = simulator(keyed(max_concurrency=2, latency_s=0.5, busy_wording=wording))
     first = asyncio.gather(*(ask(session, sim, f"q{i}") for i in range(2)))
     await wait_until(lambda: sim.in_flight() == 2)
     over = await ask(session, sim, "third")
     assert over.status == 429
-    assert over.json()["error"]["code"] == "rate_limit_exceeded"
+    error = over.json()["error"]
+    assert error["code"] == "rate_limit_exceeded"
+    if wording == "concurrency":
+        assert error["message"].startswith("Too many concurrent requests")
+        assert "at most 2 at once" in error["message"]
+    else:  # as many relays word it: nothing says it was about requests in flight
+        assert error["message"].startswith("Rate limit reached for requests")
+        assert "concurren" not in json.dumps(error)
     assert [r.status for r in await first] == [200, 200]
+    assert [e.fault for e in sim.ledger() if e.status == 429] == ["concurrency"]
 
 
 # ------------------------------------------------------------------------------------------

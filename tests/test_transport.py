@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
+from typing import Any
 
 import pytest
 
@@ -257,6 +258,7 @@ async def test_a_429_is_rate_limited_with_its_retry_after(
     assert isinstance(error, RateLimited)
     assert error.status == 429
     assert "Rate limit" in error.message
+    assert not error.concurrency  # a rate limit: pausing is the cure
     if style == "none":
         assert error.retry_after is None
     elif style == "ms":
@@ -265,6 +267,39 @@ async def test_a_429_is_rate_limited_with_its_retry_after(
         assert error.retry_after == 10.0
     else:  # an HTTP-date has whole seconds only
         assert error.retry_after is not None and 8.0 <= error.retry_after <= 11.5
+
+
+@pytest.mark.parametrize(
+    ("body", "concurrency"),
+    [
+        ({"error": {"message": "Too many concurrent requests", "code": "rate_limit"}}, True),
+        ({"error": {"message": "您当前使用该API的并发数过高，请降低并发", "code": "1302"}}, True),
+        (
+            {
+                "error": {
+                    "message": "request reached organization max concurrency: 2",
+                    "type": "rate_limit_reached_error",
+                }
+            },
+            True,
+        ),
+        ({"error": {"message": "x", "code": "concurrency_limit_exceeded"}}, True),
+        ({"error": {"message": "Rate limit reached for requests", "code": "rpm"}}, False),
+        ({"detail": "Too Many Requests"}, False),
+    ],
+)
+async def test_a_429_that_says_concurrency_is_told_from_a_rate_limit(
+    transport: Transport, body: dict[str, Any], concurrency: bool
+) -> None:
+    from aiohttp import web
+
+    async def handle(_req: web.Request) -> web.Response:
+        return web.json_response(body, status=429, headers={"Retry-After": "1"})
+
+    url = await serve_once(handle)
+    error = await failure(transport, target(url))
+    assert isinstance(error, RateLimited) and error.retry_after == 1.0
+    assert error.concurrency is concurrency
 
 
 async def test_quota_exhaustion_sent_as_429_kills_the_key(transport: Transport) -> None:

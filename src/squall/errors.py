@@ -123,14 +123,24 @@ class RetryableError(RequestError):
 
 
 class RateLimited(RetryableError):
-    """429: the key is over a limit. `retry_after` is in seconds when the server said."""
+    """429: the key is over a limit. `retry_after` is in seconds when the server said.
+
+    `concurrency`: the answer said the key has too many requests in flight (not too many a
+    minute), so fewer at once is the cure rather than a pause.
+    """
 
     kind = "rate_limited"
 
     def __init__(
-        self, message: str, *, status: int | None = 429, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = 429,
+        retry_after: float | None = None,
+        concurrency: bool = False,
     ) -> None:
         self.retry_after = retry_after
+        self.concurrency = concurrency
         super().__init__(message, status=status)
 
 

@@ -160,6 +160,64 @@ class Discovery:
         return self.rate
 
 
+class ConcurrencyWindow:
+    """Find a concurrency cap nobody declared: shrink on refusals that only it explains.
+
+    Relays and some providers cap the requests a key may have in flight and answer the excess
+    with 429, often worded like a rate limit. Honouring each such 429's Retry-After for the
+    whole key would stall it again and again (64 sent, 4 accepted, 60 refused, a second's
+    rest, over and over), so the pool hands those refusals here instead. A refusal of a
+    request that left with `n` requests in flight (itself included) sets the window to
+    `n - 1`, unless requests left at that level or higher have succeeded since the last cut
+    (then something else refused it: the caller cools the key as usual). Refusals of requests
+    sent above the window belong to the round already cut and change nothing. The window grows
+    by one for each ten seconds it was kept full without a cut, so it lives at the cap and
+    follows it if it rises; it never exceeds `ceiling` (the configured concurrency).
+    """
+
+    __slots__ = ("_changed_at", "_full", "_good", "ceiling", "size")
+
+    GROW_AFTER_S = 10.0
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = ceiling
+        self.size = ceiling
+        self._good = 0  # the highest in-flight level a success left at since the last cut
+        self._changed_at = -math.inf
+        self._full = False
+
+    def on_sent(self, now: float, in_flight: int) -> None:
+        """Note a request sent with `in_flight` now in flight; grow the window when due."""
+        if in_flight >= self.size:
+            self._full = True
+        if self.size < self.ceiling and self._full and now - self._changed_at >= self.GROW_AFTER_S:
+            self.size += 1
+            self._changed_at = now
+            self._full = False
+
+    def on_ok(self, in_flight_at_start: int) -> None:
+        """Note a success of a request that left with `in_flight_at_start` in flight."""
+        if in_flight_at_start > self._good:
+            self._good = in_flight_at_start
+
+    def on_refused(self, now: float, in_flight_at_start: int, *, worded: bool) -> bool:
+        """Note a 429; return True when the window explains it (the key need not cool).
+
+        `worded`: the provider said it was about concurrency, so successes at that level
+        (another client of the same account, a cap that just dropped) do not overrule it.
+        """
+        n = in_flight_at_start
+        if n > self.size:
+            return True  # sent under a wider window, already cut
+        if n <= 1 or (n <= self._good and not worded):
+            return False
+        self.size = n - 1
+        self._good = min(self._good, self.size)
+        self._changed_at = now
+        self._full = False
+        return True
+
+
 def parse_duration(text: str) -> float | None:
     """Return seconds from an OpenAI-style duration ("20ms", "1.5s", "6m0s", "1h2m") or None.
 

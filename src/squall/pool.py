@@ -20,7 +20,7 @@ from enum import Enum
 from .clock import Clock
 from .config import EndpointConfig, KeyConfig, RunConfig, is_unlimited
 from .errors import AuthError, ConnectionLost, RateLimited, RequestError, RunStopped
-from .limits import Discovery, Pace, RateInfo
+from .limits import ConcurrencyWindow, Discovery, Pace, RateInfo
 from .records import Completion
 from .transport import Target, make_target
 
@@ -56,6 +56,8 @@ class KeyStats:
     discovering: bool
     rate_now: float
     """Requests per second over the last few seconds."""
+    window: int = 0
+    """Requests it may have in flight now: its max_concurrency, or fewer once it refused more."""
 
 
 class KeySlot:
@@ -85,6 +87,9 @@ class KeySlot:
         self.requests = Pace(None)
         self.tokens = Pace(None)
         self.max_concurrency = key.max_concurrency or endpoint.max_concurrency
+        # What the key accepts at once, at most max_concurrency: lower once it refuses more.
+        self.window = ConcurrencyWindow(self.max_concurrency)
+        self.window_told = self.max_concurrency  # the narrowest window a notice announced
         self.in_flight = 0
         self.blocked_until = 0.0
         self.cool_streak = 0
@@ -114,7 +119,7 @@ class KeySlot:
 
     def ready_at(self, now: float, cost: float, rest_until: float) -> float:
         """Return when this key could start a request of `cost` tokens (inf: not now)."""
-        if self.dead or self.in_flight >= self.max_concurrency:
+        if self.dead or self.in_flight >= self.window.size:
             return math.inf
         return max(
             self.requests.ready_at(now),
@@ -149,6 +154,8 @@ class Lease:
     started: float
     probe: bool = False
     """The first request to an endpoint after it rested: the only one until it answers."""
+    in_flight: int = 1
+    """Requests in flight on the key when this one left, itself included."""
 
 
 class EndpointPool:
@@ -221,8 +228,7 @@ class EndpointPool:
                 if at < best_at or (
                     best is not None
                     and at == best_at
-                    and slot.in_flight / slot.max_concurrency
-                    < best.in_flight / best.max_concurrency
+                    and slot.in_flight / slot.window.size < best.in_flight / best.window.size
                 ):
                     best, best_at, best_cost = slot, at, cost
             if best is not None and best_at <= now:
@@ -278,11 +284,12 @@ class EndpointPool:
         if probe:
             self._probing.add(slot.endpoint.name)
         slot.note_sent(now)
+        slot.window.on_sent(now, slot.in_flight)
         if slot.discovery is not None and slot.header_rpm is None:
             new = slot.discovery.on_sent(now, saturated=slot.requests.ready_at(now) > now)
             if new is not None:
                 slot._apply_rates()
-        return Lease(slot, cost, now, probe)
+        return Lease(slot, cost, now, probe, slot.in_flight)
 
     def release_ok(self, lease: Lease, completion: Completion, rate: RateInfo | None) -> None:
         """Return a lease after a successful answer."""
@@ -290,6 +297,7 @@ class EndpointPool:
         now = self._clock.now()
         slot.in_flight -= 1
         slot.ok += 1
+        slot.window.on_ok(lease.in_flight)
         if lease.probe:
             self._probing.discard(slot.endpoint.name)
         slot.cool_streak = 0
@@ -318,7 +326,8 @@ class EndpointPool:
             self._follow_headers(slot, rate, now)
         if isinstance(error, RateLimited):
             slot.rate_limited += 1
-            self._cool(slot, error, now)
+            if not self._too_many_at_once(slot, lease, error, now):
+                self._cool(slot, error, now)
         elif isinstance(error, AuthError):
             slot.errors += 1
             if not slot.dead:
@@ -333,6 +342,27 @@ class EndpointPool:
         else:
             slot.errors += 1
         self._wake()
+
+    def _too_many_at_once(
+        self, slot: KeySlot, lease: Lease, error: RateLimited, now: float
+    ) -> bool:
+        """True when the 429 came from too many requests in flight: the window narrows instead
+        of the key cooling. Only where the answer says so, or where no pace is in force on
+        the key (so its rate cannot be what was refused)."""
+        unpaced = slot.requests.per_minute is None and slot.tokens.per_minute is None
+        if not (error.concurrency or unpaced):
+            return False
+        before = slot.window.size
+        if not slot.window.on_refused(now, lease.in_flight, worded=error.concurrency):
+            return False
+        if slot.window.size < min(before, slot.window_told):
+            slot.window_told = slot.window.size
+            self._notify(
+                f"key {slot.label} ({slot.masked}) refuses more than {slot.window.size} "
+                f"request(s) at once: sending at most that many (it tries one more every "
+                f"{ConcurrencyWindow.GROW_AFTER_S:.0f}s)"
+            )
+        return True
 
     def _cool(self, slot: KeySlot, error: RateLimited, now: float) -> None:
         slot.cool_streak += 1
@@ -413,6 +443,7 @@ class EndpointPool:
                     tpm=s.tokens.per_minute,
                     discovering=s.discovery is not None and s.header_rpm is None,
                     rate_now=s.rate_now(now),
+                    window=s.window.size,
                 )
             )
         return tuple(out)

@@ -202,7 +202,7 @@ class Progress:
                 Text(k.state.value, style=colour[k.state]),
                 f"{k.rate_now:.1f}/s",
                 limit,
-                str(k.in_flight),
+                f"{k.in_flight}/{k.window}" if k.window else str(k.in_flight),
                 str(k.ok),
                 str(k.rate_limited),
                 str(k.errors),

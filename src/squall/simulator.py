@@ -62,6 +62,7 @@ from .redact import mask_key
 RetryAfterStyle = Literal["seconds", "ms", "date", "none"]
 ErrorShape = Literal["rotate", "openai", "string", "detail", "text", "html"]
 MalformedShape = Literal["rotate", "truncated", "not_json", "no_choices"]
+BusyWording = Literal["concurrency", "rate"]
 
 HOST = "127.0.0.1"
 _ERROR_SHAPES: tuple[ErrorShape, ...] = ("openai", "string", "detail", "text", "html")
@@ -141,6 +142,9 @@ class SimConfig:
         error_shape: body of 5xx errors; "rotate" cycles through all shapes in turn.
         malformed_shape: body of malformed answers; "rotate" cycles through them.
         busy_retry_after_s: Retry-After given for concurrency refusals and spontaneous 429s.
+        busy_wording: how a concurrency refusal reads: "concurrency" says so ("Too many
+            concurrent requests", as Moonshot or Zhipu do), "rate" words it like a rate limit
+            (as many relays do).
         echo_key_in_errors: put the full key in 401/403 messages, as careless relays do,
             to test that the client redacts it.
         seed: seeds the fault and latency RNGs.
@@ -166,6 +170,7 @@ class SimConfig:
     error_shape: ErrorShape = "rotate"
     malformed_shape: MalformedShape = "rotate"
     busy_retry_after_s: float = 1.0
+    busy_wording: BusyWording = "concurrency"
     echo_key_in_errors: bool = False
     seed: int = 0
     ledger_max: int = 1_000_000
@@ -181,6 +186,7 @@ class SimConfig:
             ("retry_after", get_args(RetryAfterStyle)),
             ("error_shape", get_args(ErrorShape)),
             ("malformed_shape", get_args(MalformedShape)),
+            ("busy_wording", get_args(BusyWording)),
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"SimConfig.{name} must be one of {allowed}")
@@ -390,7 +396,8 @@ class LedgerEntry(NamedTuple):
         status: the HTTP status sent.
         served: True only when a complete 200 answer was written to the connection.
         fault: the fault that was injected ("" for none): "429", "500", "503", "reset",
-            "malformed", "hang", "limit", "bad_request", "content_filter".
+            "malformed", "hang", "limit" (over a rate limit), "concurrency" (over the key's
+            requests in flight), "bad_request", "content_filter".
     """
 
     t: float
@@ -710,7 +717,12 @@ class Simulator:
         if self._listener is not None or self._http is None or self._loop is None:
             return
         try:
-            self._listener = await self._loop.create_server(self._http, HOST, self._port)
+            # A deep accept queue, as a provider's load balancer has: with asyncio's default
+            # (100), a client opening a few hundred connections at once has SYNs dropped and
+            # waits out TCP's one-second retransmit, which no real provider would show.
+            self._listener = await self._loop.create_server(
+                self._http, HOST, self._port, backlog=1024
+            )
         except OSError as e:
             raise ServeError(
                 f"the simulator cannot listen on {HOST}:{self._port}: {e.strerror or e}; "
@@ -892,21 +904,32 @@ class Simulator:
         if refused is not None:
             kind, wait = refused
             self._retry_after(call.headers, wait)
+            if kind == "concurrency" and self.config.busy_wording == "concurrency":
+                message = (
+                    f"Too many concurrent requests on key {state.masked}: at most "
+                    f"{state.max_concurrency} at once; please try again in "
+                    f"{format_duration(wait)}."
+                )
+            else:
+                what = "requests" if kind == "concurrency" else kind
+                message = (
+                    f"Rate limit reached for {what} on key {state.masked}: "
+                    f"please try again in {format_duration(wait)}."
+                )
             return self._reply(
                 call,
                 429,
                 _json(
                     {
                         "error": {
-                            "message": f"Rate limit reached for {kind} on key {state.masked}: "
-                            f"please try again in {format_duration(wait)}.",
-                            "type": kind,
+                            "message": message,
+                            "type": "requests" if kind == "concurrency" else kind,
                             "param": None,
                             "code": "rate_limit_exceeded",
                         }
                     }
                 ),
-                "limit",
+                "concurrency" if kind == "concurrency" else "limit",
             )
         state.in_flight += 1
         call.counted = True
@@ -930,7 +953,7 @@ class Simulator:
     def _take(self, state: _KeyState, cost: int) -> tuple[str, float] | None:
         """Take one request and `cost` tokens from the key's buckets, or say why not."""
         if state.max_concurrency is not None and state.in_flight >= state.max_concurrency:
-            return "requests", self.config.busy_retry_after_s
+            return "concurrency", self.config.busy_retry_after_s
         requests, tokens = state.requests, state.tokens
         if requests is None and tokens is None:
             return None

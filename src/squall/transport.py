@@ -43,6 +43,9 @@ _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
 _MAX_MESSAGE = 300
+# How providers and relays word a refusal for too many requests in flight at once (Moonshot:
+# "max organization concurrency"; Zhipu: "并发数过高"; one-api/new-api relays: "并发").
+_CONCURRENCY_WORDS = re.compile(r"concurren|parallel|in[ -]flight|并发", re.I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +184,11 @@ class Transport:
         if status == 429:
             if code in ("insufficient_quota", "billing_hard_limit_reached"):
                 return AuthError(text, status=status)
-            return RateLimited(text, retry_after=retry_after_s(headers))
+            return RateLimited(
+                text,
+                retry_after=retry_after_s(headers),
+                concurrency=_CONCURRENCY_WORDS.search(f"{code} {message}") is not None,
+            )
         # Checked before 403: some providers refuse filtered content with a 403, and taking
         # that for a dead key would let one bad row remove every key from the pool.
         if (
