@@ -255,3 +255,15 @@ def test_successes_at_a_level_overrule_a_plain_refusal_there_but_not_a_worded_on
     assert not w.on_refused(0.0, 6, worded=False) and w.size == 16
     assert w.on_refused(0.0, 7, worded=False) and w.size == 6
     assert w.on_refused(1.0, 3, worded=True) and w.size == 2
+
+
+def test_a_success_sent_before_a_cut_does_not_vouch_for_levels_above_the_window() -> None:
+    # 64 raced to the server; the one sent 40th got in, the one sent 8th was refused.
+    w = ConcurrencyWindow(64)
+    assert w.on_refused(0.0, 8, worded=False) and w.size == 7
+    w.on_ok(40)
+    for t in (10.0, 20.0):
+        w.on_sent(t, w.size)
+    assert w.size == 9
+    # The probe at 9 in flight is refused: the window explains it, the key need not cool.
+    assert w.on_refused(21.0, 9, worded=False) and w.size == 8

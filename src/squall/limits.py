@@ -197,8 +197,11 @@ class ConcurrencyWindow:
 
     def on_ok(self, in_flight_at_start: int) -> None:
         """Note a success of a request that left with `in_flight_at_start` in flight."""
-        if in_flight_at_start > self._good:
-            self._good = in_flight_at_start
+        # A success above the window left before the last cut: requests racing each other to
+        # the server may be accepted out of order, so it does not prove the key holds more.
+        level = min(in_flight_at_start, self.size)
+        if level > self._good:
+            self._good = level
 
     def on_refused(self, now: float, in_flight_at_start: int, *, worded: bool) -> bool:
         """Note a 429; return True when the window explains it (the key need not cool).
