@@ -168,18 +168,44 @@ def test_discovery_ceiling_without_an_observed_rate_uses_the_current_rate() -> N
     assert d.ceiling == 600
 
 
+def busy(d: Discovery, start: float, end: float) -> list[tuple[float, float]]:
+    """Send at the rate `d` sets from `start` to `end`; return (time, new rate) of each change."""
+    steps, t = [], start
+    while t < end:
+        new = d.on_sent(t, saturated=True)
+        if new is not None:
+            steps.append((t, new))
+        t += 60.0 / d.rate
+    return steps
+
+
 def test_discovery_creeps_up_after_quiet_spells_and_follows_a_rising_limit() -> None:
     d = Discovery(start_rpm=1000)
     d.on_rate_limited(1.0, observed_rpm=1000)
     assert d.rate == pytest.approx(800)
     assert d.on_sent(5.0, saturated=True) is None  # too soon after the 429
-    steps = [r for t in range(12, 300) if (r := d.on_sent(float(t), saturated=True)) is not None]
-    # One step per ten quiet seconds, each 1% of the ceiling (which grows once passed).
-    assert len(steps) == 29
-    assert steps[:3] == pytest.approx([810, 820, 830])
-    assert all(b - a >= 10 - 1e-9 for a, b in itertools.pairwise(steps))
-    assert d.rate > 1000  # passed the old ceiling: the limit may have risen
+    steps = busy(d, 5.0, 212.0)
+    # One step per ten busy seconds, each 1% of the ceiling, back up to it.
+    assert [r for _, r in steps] == pytest.approx([800 + 10 * i for i in range(1, 21)], abs=1e-6)
+    assert all(b - a >= 10 - 1e-9 for (a, _), (b, _) in itertools.pairwise(steps))
+    # Past the old ceiling with no 429, each step doubles (capped at 25% of the rate): a
+    # limit that rose (or was never a rate) is caught up with in minutes.
+    later = [r for _, r in busy(d, 212.0, 400.0)]
+    assert later[:4] == pytest.approx([1010, 1030, 1070, 1150], abs=1e-6)
+    assert d.rate > 3000
     assert d.ceiling == pytest.approx(d.rate)
+    # A 429 up there starts over from the new ceiling, 1% steps again.
+    d.on_rate_limited(400.0, observed_rpm=2000)
+    assert d.rate == pytest.approx(1600)
+    assert [r for _, r in busy(d, 400.0, 422.0)] == pytest.approx([1620, 1640], abs=1e-6)
+
+
+def test_discovery_does_not_creep_while_the_key_is_underused() -> None:
+    d = Discovery(start_rpm=1000)
+    d.on_rate_limited(1.0, observed_rpm=1000)
+    # One request a second against a rate of 800 a minute: nothing learnt about the limit.
+    assert all(d.on_sent(float(t), saturated=True) is None for t in range(12, 400))
+    assert d.rate == pytest.approx(800)
 
 
 def test_discovery_later_429_lowers_the_ceiling() -> None:

@@ -105,10 +105,23 @@ class Discovery:
 
     Slow start doubles the rate each second the key was kept busy; the first 429 marks a
     ceiling, the rate drops to 80% of it, and then creeps up by 1% of the ceiling for each
-    ten seconds without a 429, so it lives just under the limit and follows it if it rises.
+    ten busy seconds without a 429, so it lives just under the limit. Past the ceiling
+    without a 429, each step doubles (as TCP CUBIC probes past its last loss): a limit that
+    rose, or a cap that was never a rate (a relay refusing too many requests in flight with
+    a rate-limit message), is caught up with in minutes rather than hours. A key that did not
+    use most of its rate in a step does not grow: an idle key proves nothing.
     """
 
-    __slots__ = ("_busy_since", "_ceiling", "_last_429", "_last_step", "_sent_in_step", "rate")
+    __slots__ = (
+        "_beyond",
+        "_busy_since",
+        "_ceiling",
+        "_found",
+        "_last_429",
+        "_last_step",
+        "_sent_in_step",
+        "rate",
+    )
 
     START_RPM = 600.0
 
@@ -119,6 +132,8 @@ class Discovery:
         self._sent_in_step = 0
         self._last_429 = -math.inf
         self._busy_since = 0.0
+        self._found = 0.0  # the ceiling as the last 429 left it
+        self._beyond = 0  # steps taken past it since
 
     @property
     def ceiling(self) -> float | None:
@@ -143,8 +158,15 @@ class Discovery:
             return None
         if elapsed < 10.0 or now - self._last_429 < 10.0:
             return None
+        used = self._sent_in_step / elapsed * 60.0
         self._last_step, self._sent_in_step = now, 0
-        self.rate += 0.01 * self._ceiling
+        if used < 0.8 * self.rate:
+            return None
+        step = 0.01 * self._found
+        if self.rate >= self._found:
+            step = min(step * 2.0**self._beyond, 0.25 * self.rate)
+            self._beyond += 1
+        self.rate += step
         self._ceiling = max(self._ceiling, self.rate)
         return self.rate
 
@@ -156,6 +178,7 @@ class Discovery:
         self._last_step, self._sent_in_step = now, 0
         ceiling = min(self.rate, observed_rpm) if observed_rpm > 0 else self.rate
         self._ceiling = ceiling if self._ceiling is None else min(self._ceiling, ceiling)
+        self._found, self._beyond = self._ceiling, 0
         self.rate = 0.8 * self._ceiling
         return self.rate
 
