@@ -2,7 +2,8 @@
 
 `EndpointPool.acquire()` returns a lease on the key where the request can start soonest (not
 round-robin), booking its pace; `release_*()` hands back what the answer taught: tokens
-actually used, rate-limit headers, a 429's Retry-After, a dead key, a refusing endpoint.
+actually used, rate-limit headers, a 429's Retry-After (or, for a 429 that came from too many
+requests in flight, a narrower concurrency window), a dead key, a refusing endpoint.
 
 One dispatcher calls `acquire()` at a time (the engine's), so waiters never stampede; the
 pool is given a Clock and never reads the time itself.
