@@ -353,10 +353,11 @@ class EndpointPool:
         unpaced = slot.requests.per_minute is None and slot.tokens.per_minute is None
         if not (error.concurrency or unpaced):
             return False
-        before = slot.window.size
         if not slot.window.on_refused(now, lease.in_flight, worded=error.concurrency):
             return False
-        if slot.window.size < min(before, slot.window_told):
+        # Only a cut reaches below every window announced so far: growing back and probing
+        # the old width again is not news.
+        if slot.window.size < slot.window_told:
             slot.window_told = slot.window.size
             self._notify(
                 f"key {slot.label} ({slot.masked}) refuses more than {slot.window.size} "

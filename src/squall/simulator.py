@@ -904,6 +904,7 @@ class Simulator:
         if refused is not None:
             kind, wait = refused
             self._retry_after(call.headers, wait)
+            what = "requests" if kind == "concurrency" else kind
             if kind == "concurrency" and self.config.busy_wording == "concurrency":
                 message = (
                     f"Too many concurrent requests on key {state.masked}: at most "
@@ -911,7 +912,6 @@ class Simulator:
                     f"{format_duration(wait)}."
                 )
             else:
-                what = "requests" if kind == "concurrency" else kind
                 message = (
                     f"Rate limit reached for {what} on key {state.masked}: "
                     f"please try again in {format_duration(wait)}."
@@ -923,7 +923,7 @@ class Simulator:
                     {
                         "error": {
                             "message": message,
-                            "type": "requests" if kind == "concurrency" else kind,
+                            "type": what,
                             "param": None,
                             "code": "rate_limit_exceeded",
                         }

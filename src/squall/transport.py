@@ -187,7 +187,7 @@ class Transport:
             return RateLimited(
                 text,
                 retry_after=retry_after_s(headers),
-                concurrency=_CONCURRENCY_WORDS.search(f"{code} {message}") is not None,
+                concurrency=_CONCURRENCY_WORDS.search(f"{code or ''} {message}") is not None,
             )
         # Checked before 403: some providers refuse filtered content with a 403, and taking
         # that for a dead key would let one bad row remove every key from the pool.
