@@ -544,7 +544,9 @@ async def test_a_journal_that_cannot_commit_stops_the_run_and_keeps_what_it_comm
             self.journal.commit()
 
     def fill_the_disk(engine: Engine) -> None:
-        engine._journal = DiskFills(engine._journal)  # the engine is given its journal
+        # The engine is given its journal port; the port commits the run's Journal file.
+        port = engine._journal
+        port._journal = DiskFills(port._journal)  # type: ignore[attr-defined]  # LocalJournal
 
     with pytest.raises(JournalError, match="disk is full"):
         await run(tmp_path, prompts(400), cfg, on_engine=fill_the_disk)

@@ -16,17 +16,35 @@ from squall.errors import (
     BadRequest,
     ConnectionLost,
     RateLimited,
+    RequestError,
     RunStopped,
     ServerError,
 )
 from squall.limits import RateInfo
 from squall.pool import EndpointPool, KeyState, Lease
+from squall.ports import Refusal, Usage
 from squall.records import Completion
 from squall.redact import ApiKey
 from squall.testing import FakeClock
 
 KEYS = [f"sk-pool-{c * 12}{i:04d}" for i, c in enumerate("abcdef")]
 OK = Completion(text="ok", finish_reason="stop", prompt_tokens=10, completion_tokens=5)
+
+
+async def ok(
+    pool: EndpointPool, lease: Lease, completion: Completion = OK, rate: RateInfo | None = None
+) -> None:
+    """Hand `lease` back as answered with `completion`'s usage."""
+    usage = Usage(completion.prompt_tokens, completion.completion_tokens)
+    await pool.release_ok(lease, usage, rate)
+
+
+async def fail(
+    pool: EndpointPool, lease: Lease, error: RequestError, rate: RateInfo | None = None
+) -> None:
+    """Hand `lease` back as failed with `error` (and the answer's rate headers)."""
+    error.rate = rate
+    await pool.release_error(lease, Refusal.of(error))
 
 
 def endpoint(name: str, *keys: dict[str, Any] | str, **limits: Any) -> EndpointConfig:
@@ -55,13 +73,13 @@ async def take_many(pool: EndpointPool, n: int, tokens: int = 10) -> list[Lease]
     leases = []
     for _ in range(n):
         lease = await pool.acquire(tokens, None)
-        pool.release_ok(lease, OK, None)
+        await ok(pool, lease, OK, None)
         leases.append(lease)
     return leases
 
 
 def labels(leases: list[Lease]) -> Counter[str]:
-    return Counter(lease.slot.label for lease in leases)
+    return Counter(lease.key for lease in leases)
 
 
 # -- choosing a key -----------------------------------------------------------------------------
@@ -93,7 +111,7 @@ async def test_each_key_stays_within_its_own_pace() -> None:
     )
     leases = await take_many(pool, 220)
     for label, rate_per_s in (("relay#1", 10), ("relay#2", 1)):
-        times = [le.started for le in leases if le.slot.label == label]
+        times = [le.started for le in leases if le.key == label]
         for i, t in enumerate(times):
             in_window = sum(1 for u in times[i:] if u < t + 1.0 - 1e-9)
             # At most one early unit, and only where the window holds two or more.
@@ -112,9 +130,9 @@ async def test_an_unlimited_key_starts_everything_at_once_up_to_its_concurrency(
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert not task.done()  # the fourth waits for a place
-    pool.release_ok(leases[0], OK, None)
+    await ok(pool, leases[0], OK, None)
     lease = await asyncio.wait_for(task, timeout=5)
-    assert lease.slot.in_flight == 3
+    assert pool.slot(lease.key).in_flight == 3
 
 
 async def test_concurrency_caps_send_the_overflow_to_the_other_key() -> None:
@@ -147,11 +165,11 @@ async def test_token_limits_pace_by_estimated_tokens_then_by_usage() -> None:
     second = await pool.acquire(400, 100)
     assert second.started - first.started == pytest.approx(0.5, abs=0.01)
     # The answer used far fewer tokens than booked: the schedule comes back.
-    pool.release_ok(first, Completion("x", "stop", 50, 50), None)
-    pool.release_ok(second, Completion("x", "stop", 50, 50), None)
+    await ok(pool, first, Completion("x", "stop", 50, 50), None)
+    await ok(pool, second, Completion("x", "stop", 50, 50), None)
     third = await pool.acquire(400, 100)
     assert third.started - t0 <= 0.5
-    assert first.cost == 500
+    assert first.tokens == 500
 
 
 async def test_token_booking_without_max_tokens_learns_the_answer_length() -> None:
@@ -160,7 +178,7 @@ async def test_token_booking_without_max_tokens_learns_the_answer_length() -> No
     assert slot.cost(100, None) == 100 + 64
     for _ in range(200):
         lease = await pool.acquire(100, None)
-        pool.release_ok(lease, Completion("x", "stop", 100, 500), None)
+        await ok(pool, lease, Completion("x", "stop", 100, 500), None)
     assert slot.cost(100, None) == pytest.approx(600, rel=0.02)
 
 
@@ -171,23 +189,23 @@ async def test_a_429_cools_that_key_for_its_retry_after_and_others_carry_on() ->
     pool, clock, _ = make_pool(endpoint("relay", KEYS[0], KEYS[1], rpm=math.inf))
     a = await pool.acquire(10, None)
     b = await pool.acquire(10, None)
-    assert {a.slot.label, b.slot.label} == {"relay#1", "relay#2"}
+    assert {a.key, b.key} == {"relay#1", "relay#2"}
     t0 = clock.now()
-    pool.release_error(a, RateLimited("HTTP 429", retry_after=5.0), None)
-    pool.release_ok(b, OK, None)
+    await fail(pool, a, RateLimited("HTTP 429", retry_after=5.0), None)
+    await ok(pool, b, OK, None)
     states = {s.label: s.state for s in pool.statistics()}
-    assert states[a.slot.label] is KeyState.COOLING
+    assert states[a.key] is KeyState.COOLING
     leases = [await pool.acquire(10, None) for _ in range(20)]
     assert clock.now() == t0  # nobody waited
-    assert {le.slot.label for le in leases} == {b.slot.label}
-    assert a.slot.rate_limited == 1
+    assert {le.key for le in leases} == {b.key}
+    assert pool.slot(a.key).rate_limited == 1
 
 
 async def test_a_single_key_waits_out_its_retry_after() -> None:
     pool, clock, _ = make_pool(endpoint("relay", KEYS[0], rpm=math.inf))
     lease = await pool.acquire(10, None)
     t0 = clock.now()
-    pool.release_error(lease, RateLimited("HTTP 429", retry_after=3.5), None)
+    await fail(pool, lease, RateLimited("HTTP 429", retry_after=3.5), None)
     nxt = await pool.acquire(10, None)
     assert nxt.started >= t0 + 3.5
     assert clock.now() == pytest.approx(t0 + 3.5)
@@ -199,16 +217,16 @@ async def test_a_429_without_retry_after_backs_off_longer_each_time() -> None:
     for _ in range(4):
         lease = await pool.acquire(10, None)
         t0 = clock.now()
-        pool.release_error(lease, RateLimited("HTTP 429"), None)
+        await fail(pool, lease, RateLimited("HTTP 429"), None)
         nxt = await pool.acquire(10, None)
         waits.append(nxt.started - t0)
-        pool.release_error(nxt, ServerError("HTTP 500", status=500), None)
+        await fail(pool, nxt, ServerError("HTTP 500", status=500), None)
     assert waits == pytest.approx([0.5, 1.0, 2.0, 4.0])
     lease = await pool.acquire(10, None)
-    pool.release_ok(lease, OK, None)
+    await ok(pool, lease, OK, None)
     lease = await pool.acquire(10, None)
     t0 = clock.now()
-    pool.release_error(lease, RateLimited("HTTP 429"), None)
+    await fail(pool, lease, RateLimited("HTTP 429"), None)
     assert (await pool.acquire(10, None)).started - t0 == pytest.approx(0.5)  # streak reset
 
 
@@ -216,15 +234,15 @@ async def test_a_429_on_a_declared_limit_slows_that_key_a_little() -> None:
     pool, _, _ = make_pool(endpoint("relay", {"key": KEYS[0], "rpm": 600}))
     slot = pool.slots[0]
     lease = await pool.acquire(10, None)
-    pool.release_error(lease, RateLimited("HTTP 429", retry_after=1.0), None)
+    await fail(pool, lease, RateLimited("HTTP 429", retry_after=1.0), None)
     assert slot.requests.per_minute == pytest.approx(540)
     for _ in range(30):
         lease = await pool.acquire(10, None)
-        pool.release_error(lease, RateLimited("HTTP 429", retry_after=0.1), None)
+        await fail(pool, lease, RateLimited("HTTP 429", retry_after=0.1), None)
     assert slot.requests.per_minute == pytest.approx(600 * 0.3)  # never below 30%
     for _ in range(2000):
         lease = await pool.acquire(10, None)
-        pool.release_ok(lease, OK, None)
+        await ok(pool, lease, OK, None)
     assert slot.requests.per_minute == pytest.approx(600)  # and recovers on success
 
 
@@ -236,7 +254,7 @@ async def test_refusals_above_a_concurrency_cap_narrow_the_window_without_coolin
     leases = [await pool.acquire(10, None) for _ in range(8)]
     assert [le.in_flight for le in leases] == list(range(1, 9))
     for lease in leases[3:]:
-        pool.release_error(lease, RateLimited("HTTP 429", retry_after=5.0), None)
+        await fail(pool, lease, RateLimited("HTTP 429", retry_after=5.0), None)
     assert slot.window.size == 3  # one below the first refused level (4)
     assert slot.blocked_until <= clock.now()  # not cooled for the Retry-After
     (stats,) = pool.statistics()
@@ -247,25 +265,25 @@ async def test_refusals_above_a_concurrency_cap_narrow_the_window_without_coolin
     waiter = asyncio.ensure_future(pool.acquire(10, None))
     await asyncio.sleep(0)
     assert not waiter.done()
-    pool.release_ok(leases[0], OK, None)
+    await ok(pool, leases[0], OK, None)
     again = await asyncio.wait_for(waiter, 1)
-    assert again.slot is slot and clock.now() == pytest.approx(1000.0)
+    assert pool.slot(again.key) is slot and clock.now() == pytest.approx(1000.0)
 
 
 async def test_the_window_grows_back_one_step_per_ten_busy_seconds_up_to_the_cap() -> None:
     pool, clock, notices = make_pool(endpoint("relay", KEYS[0], rpm=math.inf, max_concurrency=6))
     slot = pool.slots[0]
     leases = [await pool.acquire(10, None) for _ in range(6)]
-    pool.release_error(leases[2], RateLimited("HTTP 429"), None)  # refused at 3 in flight
+    await fail(pool, leases[2], RateLimited("HTTP 429"), None)  # refused at 3 in flight
     assert slot.window.size == 2
     for lease in leases[:2] + leases[3:]:
-        pool.release_ok(lease, OK, None)
+        await ok(pool, lease, OK, None)
     sizes = []
     for _ in range(12):
         clock.advance(10.0)
         held = [await pool.acquire(10, None) for _ in range(slot.window.size)]  # kept full
         for lease in held:
-            pool.release_ok(lease, OK, None)
+            await ok(pool, lease, OK, None)
         sizes.append(slot.window.size)
     assert sizes[:4] == [3, 4, 5, 6] and max(sizes) == 6  # never above max_concurrency
     assert len(notices) == 1  # growing back is not news
@@ -278,20 +296,20 @@ async def test_a_refusal_below_levels_that_succeeded_is_not_taken_for_a_cap() ->
     slot = pool.slots[0]
     leases = [await pool.acquire(10, None) for _ in range(4)]
     for lease in leases:
-        pool.release_ok(lease, OK, None)
+        await ok(pool, lease, OK, None)
     a = await pool.acquire(10, None)
     b = await pool.acquire(10, None)
     assert b.in_flight == 2
-    pool.release_error(b, RateLimited("HTTP 429", retry_after=2.0), None)
+    await fail(pool, b, RateLimited("HTTP 429", retry_after=2.0), None)
     assert slot.window.size == 8
     assert slot.blocked_until == pytest.approx(clock.now() + 2.0)
     # Said in words, the same refusal does narrow it: the provider knows its own cap.
-    pool.release_error(
+    await fail(pool, 
         a, RateLimited("HTTP 429: 并发数过高", retry_after=2.0, concurrency=True), None
     )
     assert slot.window.size == 8  # a was sent at 1 in flight: nothing narrower to try
     c = [await pool.acquire(10, None) for _ in range(3)]
-    pool.release_error(c[2], RateLimited("too many", concurrency=True), None)
+    await fail(pool, c[2], RateLimited("too many", concurrency=True), None)
     assert slot.window.size == 2
 
 
@@ -299,11 +317,11 @@ async def test_a_paced_key_cools_on_a_plain_429_but_narrows_on_a_worded_one() ->
     pool, clock, _ = make_pool(endpoint("relay", {"key": KEYS[0], "rpm": 60000}))
     slot = pool.slots[0]
     leases = [await pool.acquire(10, None) for _ in range(5)]
-    pool.release_error(leases[4], RateLimited("HTTP 429", retry_after=1.0), None)
+    await fail(pool, leases[4], RateLimited("HTTP 429", retry_after=1.0), None)
     assert slot.window.size == slot.max_concurrency  # a rate limit, as far as anyone knows
     assert slot.blocked_until > clock.now()
     assert slot.requests.per_minute == pytest.approx(54000)
-    pool.release_error(
+    await fail(pool, 
         leases[3], RateLimited("Too many concurrent requests", concurrency=True), None
     )
     assert slot.window.size == 3
@@ -317,14 +335,14 @@ async def test_a_dead_key_leaves_the_pool_with_a_masked_notice() -> None:
     pool, _, notices = make_pool(endpoint("relay", KEYS[0], KEYS[1], rpm=math.inf))
     a = await pool.acquire(10, None)
     b = await pool.acquire(10, None)
-    dead = a.slot
-    pool.release_error(a, AuthError("HTTP 401: bad key", status=401), None)
-    pool.release_ok(b, OK, None)
+    dead = pool.slot(a.key)
+    await fail(pool, a, AuthError("HTTP 401: bad key", status=401), None)
+    await ok(pool, b, OK, None)
     assert len(notices) == 1
     assert dead.masked in notices[0] and "401" in notices[0]
     assert KEYS[0] not in notices[0]
     leases = await take_many(pool, 10)
-    assert {le.slot.label for le in leases} == {b.slot.label}
+    assert {le.key for le in leases} == {b.key}
     assert {s.label: s.state for s in pool.statistics()}[dead.label] is KeyState.DEAD
 
 
@@ -332,9 +350,9 @@ async def test_no_key_left_stops_the_run() -> None:
     pool, _, notices = make_pool(endpoint("relay", KEYS[0]), endpoint("other", KEYS[1]))
     a = await pool.acquire(10, None)
     b = await pool.acquire(10, None)
-    pool.release_error(a, AuthError("HTTP 401", status=401), None)
+    await fail(pool, a, AuthError("HTTP 401", status=401), None)
     assert pool.live()
-    pool.release_error(b, AuthError("HTTP 403", status=403), None)
+    await fail(pool, b, AuthError("HTTP 403", status=403), None)
     assert not pool.live()
     assert len(notices) == 2
     with pytest.raises(RunStopped, match="no usable key"):
@@ -347,7 +365,7 @@ async def test_the_last_key_dying_wakes_a_waiting_acquire_with_run_stopped() -> 
     waiter = asyncio.ensure_future(pool.acquire(10, None))
     await asyncio.sleep(0)
     assert not waiter.done()
-    pool.release_error(lease, AuthError("HTTP 401", status=401), None)
+    await fail(pool, lease, AuthError("HTTP 401", status=401), None)
     with pytest.raises(RunStopped):
         await asyncio.wait_for(waiter, timeout=5)
 
@@ -365,22 +383,22 @@ async def test_a_refusing_endpoint_rests_and_is_tried_again_later() -> None:
         endpoint("down", KEYS[0], rpm=math.inf), endpoint("up", KEYS[1], rpm=math.inf)
     )
     leases = [await pool.acquire(10, None) for _ in range(2)]
-    down = next(le for le in leases if le.slot.endpoint.name == "down")
-    up = next(le for le in leases if le.slot.endpoint.name == "up")
+    down = next(le for le in leases if le.endpoint == "down")
+    up = next(le for le in leases if le.endpoint == "up")
     t0 = clock.now()
-    pool.release_error(down, ConnectionLost("refused", refused=True), None)
-    pool.release_ok(up, OK, None)
+    await fail(pool, down, ConnectionLost("refused", refused=True), None)
+    await ok(pool, up, OK, None)
     assert notices and "down" in notices[0]
     assert {s.endpoint: s.state for s in pool.statistics()}["down"] is KeyState.RESTING
     during = [await pool.acquire(10, None) for _ in range(10)]
-    assert {le.slot.endpoint.name for le in during} == {"up"}
+    assert {le.endpoint for le in during} == {"up"}
     for le in during:
-        pool.release_ok(le, OK, None)
+        await ok(pool, le, OK, None)
     # Once its rest is over it gets work again (the "up" key is held busy meanwhile).
     clock.advance(1.0)
     assert clock.now() >= t0 + 1.0
     later = [await pool.acquire(10, None) for _ in range(4)]
-    assert "down" in {le.slot.endpoint.name for le in later}
+    assert "down" in {le.endpoint for le in later}
 
 
 async def test_rests_grow_while_refusals_continue_and_reset_after_a_success() -> None:
@@ -389,14 +407,14 @@ async def test_rests_grow_while_refusals_continue_and_reset_after_a_success() ->
     rests = []
     for _ in range(8):
         t0 = clock.now()
-        pool.release_error(lease, ConnectionLost("refused", refused=True), None)
+        await fail(pool, lease, ConnectionLost("refused", refused=True), None)
         lease = await pool.acquire(10, None)
         rests.append(lease.started - t0)
     assert rests == pytest.approx([1, 2, 4, 8, 16, 32, 60, 60])
-    pool.release_ok(lease, OK, None)
+    await ok(pool, lease, OK, None)
     lease = await pool.acquire(10, None)
     t0 = clock.now()
-    pool.release_error(lease, ConnectionLost("refused", refused=True), None)
+    await fail(pool, lease, ConnectionLost("refused", refused=True), None)
     assert (await pool.acquire(10, None)).started - t0 == pytest.approx(1.0)
 
 
@@ -405,7 +423,7 @@ async def test_every_endpoint_unreachable_too_long_stops_the_run_resumably() -> 
     lease = await pool.acquire(10, None)
     with pytest.raises(RunStopped, match="no endpoint reachable for 300s"):
         for _ in range(50):  # bounded: rests grow to 60 s, so this passes 300 s well before
-            pool.release_error(lease, ConnectionLost("refused", refused=True), None)
+            await fail(pool, lease, ConnectionLost("refused", refused=True), None)
             lease = await pool.acquire(10, None)
     assert clock.now() - 1000.0 >= 300.0
 
@@ -414,14 +432,14 @@ async def test_an_answer_ends_the_outage_clock() -> None:
     pool, clock, _ = make_pool(endpoint("down", KEYS[0], rpm=math.inf))
     lease = await pool.acquire(10, None)
     for _ in range(6):  # 1+2+4+8+16+32 s of rests: 63 s down
-        pool.release_error(lease, ConnectionLost("refused", refused=True), None)
+        await fail(pool, lease, ConnectionLost("refused", refused=True), None)
         lease = await pool.acquire(10, None)
-    pool.release_ok(lease, OK, None)
+    await ok(pool, lease, OK, None)
     clock.advance(280.0)
     lease = await pool.acquire(10, None)
     # A new outage starts its own count: one refusal now does not stop the run.
-    pool.release_error(lease, ConnectionLost("refused", refused=True), None)
-    assert (await pool.acquire(10, None)).slot.endpoint.name == "down"
+    await fail(pool, lease, ConnectionLost("refused", refused=True), None)
+    assert (await pool.acquire(10, None)).endpoint == "down"
 
 
 async def test_refusals_of_requests_already_in_flight_count_as_one_outage() -> None:
@@ -429,7 +447,7 @@ async def test_refusals_of_requests_already_in_flight_count_as_one_outage() -> N
     leases = [await pool.acquire(10, None) for _ in range(20)]
     t0 = clock.now()
     for lease in leases:
-        pool.release_error(lease, ConnectionLost("refused", refused=True), None)
+        await fail(pool, lease, ConnectionLost("refused", refused=True), None)
     assert len(notices) == 1
     # One outage: a rest of one second, not one doubled for each refused request.
     assert (await pool.acquire(10, None)).started - t0 == pytest.approx(1.0)
@@ -438,7 +456,7 @@ async def test_refusals_of_requests_already_in_flight_count_as_one_outage() -> N
 async def test_after_a_rest_one_probe_goes_first_and_the_rest_wait_for_its_answer() -> None:
     pool, clock, _ = make_pool(endpoint("down", KEYS[0], KEYS[1], rpm=math.inf))
     first = await pool.acquire(10, None)
-    pool.release_error(first, ConnectionLost("refused", refused=True), None)
+    await fail(pool, first, ConnectionLost("refused", refused=True), None)
     probe = await pool.acquire(10, None)
     assert probe.probe
     waiter = asyncio.ensure_future(pool.acquire(10, None))
@@ -446,7 +464,7 @@ async def test_after_a_rest_one_probe_goes_first_and_the_rest_wait_for_its_answe
         await asyncio.sleep(0)
     assert not waiter.done()  # both keys of the endpoint wait for the probe
     t_probe = clock.now()
-    pool.release_ok(probe, OK, None)
+    await ok(pool, probe, OK, None)
     nxt = await asyncio.wait_for(waiter, timeout=5)
     assert not nxt.probe and nxt.started == t_probe
     more = [await pool.acquire(10, None) for _ in range(5)]
@@ -459,17 +477,17 @@ async def test_a_refused_probe_rests_the_endpoint_longer() -> None:
     )
     leases = [await pool.acquire(10, None) for _ in range(2)]
     for le in leases:
-        if le.slot.endpoint.name == "down":
-            pool.release_error(le, ConnectionLost("refused", refused=True), None)
+        if le.endpoint == "down":
+            await fail(pool, le, ConnectionLost("refused", refused=True), None)
         else:
-            pool.release_ok(le, OK, None)
+            await ok(pool, le, OK, None)
     clock.advance(1.0)
     got = [await pool.acquire(10, None) for _ in range(4)]
     probes = [le for le in got if le.probe]
-    assert len(probes) == 1 and probes[0].slot.endpoint.name == "down"
-    assert [le.slot.endpoint.name for le in got].count("down") == 1
+    assert len(probes) == 1 and probes[0].endpoint == "down"
+    assert [le.endpoint for le in got].count("down") == 1
     t0 = clock.now()
-    pool.release_error(probes[0], ConnectionLost("refused", refused=True), None)
+    await fail(pool, probes[0], ConnectionLost("refused", refused=True), None)
     assert {s.endpoint: s.state for s in pool.statistics()}["down"] is KeyState.RESTING
     clock.advance(1.5)
     assert {s.endpoint: s.state for s in pool.statistics()}["down"] is KeyState.RESTING
@@ -482,7 +500,7 @@ async def test_a_reset_mid_answer_does_not_rest_the_endpoint() -> None:
     pool, clock, notices = make_pool(endpoint("flaky", KEYS[0], rpm=math.inf))
     lease = await pool.acquire(10, None)
     t0 = clock.now()
-    pool.release_error(lease, ConnectionLost("reset"), None)
+    await fail(pool, lease, ConnectionLost("reset"), None)
     assert (await pool.acquire(10, None)).started == t0
     assert notices == []
 
@@ -491,9 +509,9 @@ async def test_row_errors_do_not_cool_or_kill_the_key() -> None:
     pool, clock, _ = make_pool(endpoint("relay", KEYS[0], rpm=math.inf))
     lease = await pool.acquire(10, None)
     t0 = clock.now()
-    pool.release_error(lease, BadRequest("HTTP 400", status=400), None)
+    await fail(pool, lease, BadRequest("HTTP 400", status=400), None)
     lease = await pool.acquire(10, None)
-    pool.release_error(lease, ServerError("HTTP 500", status=500), None)
+    await fail(pool, lease, ServerError("HTTP 500", status=500), None)
     assert (await pool.acquire(10, None)).started == t0
     assert pool.slots[0].errors == 2
     assert pool.live()
@@ -506,13 +524,13 @@ async def test_a_limit_header_lowers_the_pace_throughout_the_run() -> None:
     pool, _, _ = make_pool(endpoint("relay", {"key": KEYS[0], "rpm": 600}))
     slot = pool.slots[0]
     lease = await pool.acquire(10, None)
-    pool.release_ok(lease, OK, RateInfo(limit_requests=120, remaining_requests=100))
+    await ok(pool, lease, OK, RateInfo(limit_requests=120, remaining_requests=100))
     assert slot.requests.per_minute == 120
     lease = await pool.acquire(10, None)
-    pool.release_ok(lease, OK, RateInfo(limit_requests=60, remaining_requests=50))
+    await ok(pool, lease, OK, RateInfo(limit_requests=60, remaining_requests=50))
     assert slot.requests.per_minute == 60  # followed again, not only once
     lease = await pool.acquire(10, None)
-    pool.release_ok(lease, OK, RateInfo(limit_requests=6000, limit_tokens=90_000))
+    await ok(pool, lease, OK, RateInfo(limit_requests=6000, limit_tokens=90_000))
     assert slot.requests.per_minute == 600  # a header never raises a declared limit
     assert slot.tokens.per_minute == 90_000
     leases = await take_many(pool, 5)
@@ -526,7 +544,7 @@ async def test_headers_pace_an_undeclared_key_instead_of_discovery() -> None:
     assert slot.discovery is not None
     assert slot.requests.per_minute == slot.discovery.rate
     lease = await pool.acquire(10, None)
-    pool.release_ok(lease, OK, RateInfo(limit_requests=90))
+    await ok(pool, lease, OK, RateInfo(limit_requests=90))
     assert slot.requests.per_minute == 90
     assert not next(iter(pool.statistics())).discovering
 
@@ -535,21 +553,21 @@ async def test_zero_remaining_blocks_the_key_until_the_reset() -> None:
     pool, clock, _ = make_pool(endpoint("relay", KEYS[0], KEYS[1], rpm=math.inf))
     a = await pool.acquire(10, None)
     t0 = clock.now()
-    pool.release_ok(
+    await ok(pool, 
         a,
         OK,
         RateInfo(limit_requests=6000, remaining_requests=0, reset_requests_s=2.0),
     )
-    assert {s.label: s.state for s in pool.statistics()}[a.slot.label] is KeyState.COOLING
+    assert {s.label: s.state for s in pool.statistics()}[a.key] is KeyState.COOLING
     others = [await pool.acquire(10, None) for _ in range(3)]
-    assert a.slot.label not in {le.slot.label for le in others}
+    assert a.key not in {le.key for le in others}
     for le in others:
-        pool.release_ok(le, OK, None)
+        await ok(pool, le, OK, None)
     # Alone, the blocked key is waited for until the reset.
     solo, clock2, _ = make_pool(endpoint("relay", KEYS[0], rpm=math.inf))
     lease = await solo.acquire(10, None)
     t1 = clock2.now()
-    solo.release_ok(lease, OK, RateInfo(remaining_tokens=0, reset_tokens_s=1.5, limit_tokens=1e6))
+    await ok(solo, lease, OK, RateInfo(remaining_tokens=0, reset_tokens_s=1.5, limit_tokens=1e6))
     assert (await solo.acquire(10, None)).started == pytest.approx(t1 + 1.5)
     assert t0 == clock.now()
 
@@ -557,7 +575,7 @@ async def test_zero_remaining_blocks_the_key_until_the_reset() -> None:
 async def test_headers_on_an_error_are_followed_too() -> None:
     pool, _, _ = make_pool(endpoint("relay", KEYS[0]))
     lease = await pool.acquire(10, None)
-    pool.release_error(lease, RateLimited("HTTP 429", retry_after=0.5), RateInfo(limit_requests=30))
+    await fail(pool, lease, RateLimited("HTTP 429", retry_after=0.5), RateInfo(limit_requests=30))
     assert pool.slots[0].requests.per_minute is not None
     assert pool.slots[0].requests.per_minute <= 30
 
@@ -597,10 +615,10 @@ async def test_discovery_settles_just_under_an_undeclared_limit(limit_rpm: float
         sent += 1
         wait = bucket.take(clock.now())
         if wait is None:
-            pool.release_ok(lease, OK, None)
+            await ok(pool, lease, OK, None)
         else:
             refused += 1
-            pool.release_error(lease, RateLimited("HTTP 429", retry_after=math.ceil(wait)), None)
+            await fail(pool, lease, RateLimited("HTTP 429", retry_after=math.ceil(wait)), None)
     assert slot.discovery is not None and slot.discovery.ceiling is not None
     # It settles just under the limit: most of the rate, and few refusals on the way.
     assert 0.75 * limit_rpm <= slot.discovery.rate <= limit_rpm
@@ -613,7 +631,7 @@ async def test_rate_now_counts_every_request_of_a_fast_key() -> None:
     pool, clock, _ = make_pool(endpoint("local", KEYS[0], rpm=math.inf))
     for _ in range(6000):  # 1000 requests a second for six seconds
         lease = await pool.acquire(10, None)
-        pool.release_ok(lease, OK, None)
+        await ok(pool, lease, OK, None)
         clock.advance(0.001)
     (stats,) = pool.statistics()
     assert stats.rate_now == pytest.approx(1000, rel=0.01)

@@ -30,18 +30,21 @@ from .clock import Clock, MonotonicClock
 from .config import RunConfig
 from .engine import Engine, EngineOutcome
 from .errors import ConfigError, InputError, SquallError
-from .events import RunStats
+from .events import KeyStats, RunStats
 from .inputs import InputSource, open_input
 from .journal import Journal, JournalStats, discard
+from .journal_port import LocalJournal
+from .limits import RateInfo
 from .outputs import merge_fields, open_writer
-from .pool import EndpointPool, KeyStats
+from .pool import EndpointPool, iter_keys
+from .ports import Lease
 from .progress import Mode, Progress
 from .prompts import ROW_FINGERPRINT, RequestBuilder, check_template, row_fingerprinter
-from .records import RequestSpec, Row, RowResult
+from .records import Completion, RequestSpec, Row, RowResult
 from .redact import Redactor
 from .retry import RetryPolicy
 from .tokens import estimate_tokens  # noqa: F401  # re-exported for users estimating by hand
-from .transport import Transport
+from .transport import Target, Transport, make_target
 
 _SETTING_FIELDS = set(RunConfig.model_fields)
 
@@ -250,6 +253,27 @@ def summarize(
     )
 
 
+def _targets(cfg: RunConfig) -> dict[str, Target]:
+    """Return each key id's URL and credentials: the only table where ids meet secrets."""
+    return {
+        key_id: make_target(
+            ep.base_url, key.key.reveal(), timeout_s=ep.timeout_s, extra_headers=ep.headers
+        )
+        for key_id, ep, key in iter_keys(cfg)
+    }
+
+
+class _KeyedTransport:
+    """The engine's TransportPort: resolves a lease's key id to its Target, then sends."""
+
+    def __init__(self, transport: Transport, targets: Mapping[str, Target]) -> None:
+        self._send = transport.send
+        self._targets = targets
+
+    async def send(self, lease: Lease, body: bytes) -> tuple[Completion, RateInfo | None]:
+        return await self._send(self._targets[lease.key], body)
+
+
 class _Interrupts:
     """First Ctrl-C (or SIGTERM): stop sending and land what is in flight. Second: cut."""
 
@@ -411,8 +435,8 @@ async def arun(
         ) as transport:
             engine = Engine(
                 pool=pool,
-                transport=transport,
-                journal=jr,
+                transport=_KeyedTransport(transport, _targets(pool_cfg)),
+                journal=LocalJournal(jr),
                 retry=RetryPolicy(cfg.retry, random.Random()),
                 clock=clock,
                 stats=stats,

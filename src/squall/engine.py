@@ -1,19 +1,16 @@
 """The engine: send every request where it can start soonest, record every answer, lose nothing.
 
-The engine is given its parts (a pool of keys, a transport, a journal, a retry policy, a clock)
-and builds none of them; `api.py` wires them. Each part sits behind a small protocol, so a
-limiter or journal living in another process (Ray) can stand in without touching this file.
+The engine is given its parts through the ports in `ports.py` (a pool of keys, a transport, a
+journal) plus a retry policy and a clock, and builds none of them; `api.py` wires them. Every
+call on a port is awaited, so a pool or journal living in another process (Ray) can stand in
+without touching this file; `squall.testing` has doubles that prove it.
 
 One dispatcher task takes the next request (a retry that is due first, else the next input
-row), waits for a key to be free, marks the row sent in the journal *before* the request leaves,
-and starts a task for it. Every task belongs to the engine's task set, and none outlives `run()`.
-An answer is journaled before it counts as done.
-
-Journal changes are committed once per event-loop turn (`Journal.commit`, scheduled with
-`call_soon` at a turn's first change): the commit callback is queued ahead of the task of any
-request marked sent in that turn, so "sent" is on disk before the request leaves, and an
-answer is on disk within the turn it arrived in. One commit per turn instead of one per
-change is most of what the journal costs at thousands of requests a second.
+row), waits for a key to be free, and starts a task for it. Every task belongs to the engine's
+task set, and none outlives `run()`. A task first awaits the journal's `mark_sent`, which
+returns once "sent" is on disk, and only then lets the request leave; an answer is journaled
+(and that awaited) before it counts as done. The local journal commits once per event-loop
+turn however many changes the turn made, so awaiting durability costs little.
 """
 
 from __future__ import annotations
@@ -22,59 +19,14 @@ import asyncio
 import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from . import jsoncodec
-from .clock import Clock
+from .clock import Clock, Waker
 from .errors import RequestError, RetryableError, RunStopped
 from .events import RunStats
-from .limits import RateInfo
-from .pool import Lease
-from .records import Completion, ErrorInfo, RequestSpec
+from .ports import JournalPort, Lease, PoolPort, Refusal, TransportPort, Usage
+from .records import ErrorInfo, RequestSpec
 from .retry import Attempts, RetryPolicy
-from .transport import Target
-
-
-class JournalLike(Protocol):
-    """What the engine needs of a journal."""
-
-    def mark_sent(self, index: int) -> None: ...
-    def commit(self) -> None: ...
-    def record_success(
-        self,
-        index: int,
-        completion: Completion,
-        *,
-        latency_s: float,
-        attempts: int,
-        endpoint: str,
-        model: str | None = None,
-    ) -> None: ...
-    def record_retry(self, index: int, error: ErrorInfo) -> None: ...
-    def record_failure(
-        self,
-        index: int,
-        error: ErrorInfo,
-        *,
-        attempts: int,
-        endpoint: str | None,
-        retryable: bool,
-    ) -> None: ...
-
-
-class PoolLike(Protocol):
-    """What the engine needs of a pool of keys."""
-
-    async def acquire(self, prompt_tokens: int, max_tokens: int | None) -> Lease: ...
-    def release_ok(self, lease: Lease, completion: Completion, rate: RateInfo | None) -> None: ...
-    def release_error(self, lease: Lease, error: RequestError, rate: RateInfo | None) -> None: ...
-
-
-class TransportLike(Protocol):
-    """What the engine needs to send one request."""
-
-    async def send(self, target: Target, body: bytes) -> tuple[Completion, RateInfo | None]: ...
-
 
 CostFn = Callable[[str, int, int], float]
 """(model, prompt_tokens, completion_tokens) -> USD."""
@@ -102,9 +54,9 @@ class Engine:
     def __init__(
         self,
         *,
-        pool: PoolLike,
-        transport: TransportLike,
-        journal: JournalLike,
+        pool: PoolPort,
+        transport: TransportPort,
+        journal: JournalPort,
         retry: RetryPolicy,
         clock: Clock,
         stats: RunStats,
@@ -132,9 +84,8 @@ class Engine:
         self._stop: str | None = None
         self._interrupted = False
         self._failure: BaseException | None = None
-        self._changed: asyncio.Future[None] | None = None
+        self._changed = Waker(clock)
         self._dispatcher: asyncio.Task[None] | None = None
-        self._commit_queued = False
 
     # -- control ---------------------------------------------------------------------------
 
@@ -173,7 +124,7 @@ class Engine:
                 t.cancel()
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
-            self._commit()
+            await self._flush()
         if self._failure is not None:
             raise self._failure
         if self._stop is None:
@@ -192,40 +143,16 @@ class Engine:
         await asyncio.wait(set(self._tasks))
         return 0
 
-    def _journaled(self) -> None:
-        """Queue the commit of this turn's journal changes (once per turn)."""
-        if not self._commit_queued:
-            self._commit_queued = True
-            asyncio.get_running_loop().call_soon(self._commit)
-
-    def _commit(self) -> None:
-        self._commit_queued = False
+    async def _flush(self) -> None:
         try:
-            self._journal.commit()
+            await self._journal.flush()
         except BaseException as e:  # a journal that cannot write must stop the run
-            if self._failure is None:
-                self._failure = e
-            self.request_stop(f"internal error: {e}")
+            self._fail(e)
 
-    def _wake(self) -> None:
-        fut = self._changed
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
-    async def _wait(self, timeout: float | None) -> None:
-        """Wait until a task ends or `timeout` seconds pass on the engine's Clock."""
-        loop = asyncio.get_running_loop()
-        self._changed = fut = loop.create_future()
-        if timeout is None:
-            await fut
-            return
-        # Retry delays pass on the Clock, not the loop's timer, so a FakeClock drives them too.
-        sleeper = loop.create_task(self._clock.sleep(max(0.0, timeout)))
-        sleeper.add_done_callback(lambda _t: _resolve(fut))
-        try:
-            await fut
-        finally:
-            sleeper.cancel()
+    def _fail(self, error: BaseException) -> None:
+        if self._failure is None:
+            self._failure = error
+        self.request_stop(f"internal error: {error}")
 
     async def _dispatch(self, source: Iterator[RequestSpec]) -> None:
         exhausted = False
@@ -243,78 +170,82 @@ class Engine:
             if item is None:
                 if not self._heap and not self._tasks:
                     return
-                await self._wait(self._heap[0][0] - now if self._heap else None)
+                await self._changed.wait(self._heap[0][0] - now if self._heap else None)
                 continue
             est = self._est_cost(item.spec) if self._est_cost is not None else 0.0
-            if (
-                self._max_cost is not None
-                and self.stats.cost + self._reserved + est > self._max_cost
-            ):
-                if self._tasks:
-                    # In-flight estimates assume the longest answers; let them land and count
-                    # what they really cost before deciding the cap is reached.
-                    self._seq += 1
-                    heapq.heappush(self._heap, (now, self._seq, item))
-                    await self._wait(None)
-                    continue
-                self._stop = (
-                    f"cost cap: ${self.stats.cost:.4f} spent, ${self._reserved:.4f} in flight, "
-                    f"the next request would pass --max-cost ${self._max_cost:g}"
-                )
-                self.stats.stopping = "cost cap"
-                return
+            if self._over_cost_cap(est):
+                if not self._tasks:
+                    self._stop_at_cost_cap()
+                    return
+                # In-flight estimates assume the longest answers; let them land and count
+                # what they really cost before deciding the cap is reached.
+                self._seq += 1
+                heapq.heappush(self._heap, (now, self._seq, item))
+                await self._changed.wait(None)
+                continue
             try:
                 lease = await self._pool.acquire(item.spec.est_prompt_tokens, self._max_tokens)
             except RunStopped as e:
                 self._stop = str(e)
                 self.stats.stopping = "no usable key"
                 return
-            self._journal.mark_sent(item.spec.index)
-            self._journaled()  # queued ahead of the task below: "sent" lands before it leaves
             self._reserved += est
             self.stats.in_flight += 1
             task = asyncio.ensure_future(self._attempt(item, lease, est))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def _over_cost_cap(self, est: float) -> bool:
+        """True when sending a request estimated at `est` could pass --max-cost."""
+        return self._max_cost is not None and (
+            self.stats.cost + self._reserved + est > self._max_cost
+        )
+
+    def _stop_at_cost_cap(self) -> None:
+        assert self._max_cost is not None
+        self._stop = (
+            f"cost cap: ${self.stats.cost:.4f} spent, ${self._reserved:.4f} in flight, "
+            f"the next request would pass --max-cost ${self._max_cost:g}"
+        )
+        self.stats.stopping = "cost cap"
+
     async def _attempt(self, item: _Item, lease: Lease, est: float) -> None:
         spec = item.spec
-        slot = lease.slot
         item.attempts.total += 1
-        model = slot.model if slot.endpoint.model or not spec.model else spec.model
+        model = lease.model if lease.pinned or not spec.model else spec.model
         body = jsoncodec.dumps_body({"model": model, **spec.body})
-        started = self._clock.now()
         try:
+            # Durable before it leaves: a crash from here on shows the row as maybe billed.
+            await self._journal.mark_sent(spec.index)
+            started = self._clock.now()
             try:
-                completion, rate = await self._transport.send(slot.target, body)
+                completion, rate = await self._transport.send(lease, body)
             except RequestError as error:
-                self._pool.release_error(lease, error, error.rate)
-                self._on_error(item, error, slot.endpoint.name)
+                await self._pool.release_error(lease, Refusal.of(error))
+                await self._on_error(item, error, lease.endpoint)
                 return
             latency = self._clock.now() - started
-            self._journal.record_success(
+            pt = completion.prompt_tokens
+            ct = completion.completion_tokens
+            await self._pool.release_ok(lease, Usage(pt, ct), rate)
+            await self._journal.record_success(
                 spec.index,
                 completion,
                 latency_s=latency,
                 attempts=item.attempts.total,
-                endpoint=slot.endpoint.name,
+                endpoint=lease.endpoint,
                 model=model,
             )
-            self._journaled()
-            self._pool.release_ok(lease, completion, rate)
             st = self.stats
             st.done += 1
-            pt = completion.prompt_tokens or 0
-            ct = completion.completion_tokens or 0
-            st.prompt_tokens += pt
-            st.completion_tokens += ct
+            st.prompt_tokens += pt or 0
+            st.completion_tokens += ct or 0
             if self._cost is not None:
-                st.cost += self._cost(model, pt, ct)
+                st.cost += self._cost(model, pt or 0, ct or 0)
         except asyncio.CancelledError:
             raise
         except BaseException as e:  # a journal that cannot write must stop the run
-            self._failure = e
-            self.request_stop(f"internal error: {e}")
+            self._fail(e)
         finally:
             self.stats.in_flight -= 1
             self._reserved -= est
@@ -323,20 +254,19 @@ class Engine:
             task = asyncio.current_task()
             if task is not None:
                 self._tasks.discard(task)  # type: ignore[arg-type]  # current_task is this Task[None]
-            self._wake()
+            self._changed.wake()
 
-    def _on_error(self, item: _Item, error: RequestError, endpoint: str) -> None:
+    async def _on_error(self, item: _Item, error: RequestError, endpoint: str) -> None:
         info = ErrorInfo(error.kind, error.status, error.message)
         decision = self._retry.decide(error, item.attempts)
         self.stats.errors[error.kind] += 1
-        self._journaled()
         if decision.retry:
-            self._journal.record_retry(item.spec.index, info)
+            await self._journal.record_retry(item.spec.index, info)
             self.stats.retries += 1
             self._seq += 1
             heapq.heappush(self._heap, (self._clock.now() + decision.delay, self._seq, item))
             return
-        self._journal.record_failure(
+        await self._journal.record_failure(
             item.spec.index,
             info,
             attempts=item.attempts.total,
@@ -344,8 +274,3 @@ class Engine:
             retryable=isinstance(error, RetryableError),
         )
         self.stats.failed += 1
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)

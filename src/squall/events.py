@@ -1,4 +1,5 @@
-"""Live counters of a run, and the notices it raises, read through frozen snapshots.
+"""Live counters of a run and of each key, and the notices it raises, read through frozen
+snapshots.
 
 The engine bumps plain integer fields on the hot path (cheap); the progress display calls
 `statistics()` a few times a second and never reads private state.
@@ -8,6 +9,38 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from enum import Enum
+
+
+class KeyState(str, Enum):
+    """Where a key stands right now."""
+
+    ACTIVE = "active"
+    COOLING = "cooling"  # answered 429, or its remaining budget reached zero
+    RESTING = "resting"  # its endpoint refused connections
+    DEAD = "dead"  # answered 401/403: out of rotation for the rest of the run
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStats:
+    """A snapshot of one key, for progress and the account."""
+
+    label: str
+    endpoint: str
+    masked_key: str
+    state: KeyState
+    in_flight: int
+    sent: int
+    ok: int
+    rate_limited: int
+    errors: int
+    rpm: float | None
+    tpm: float | None
+    discovering: bool
+    rate_now: float
+    """Requests per second over the last few seconds."""
+    window: int = 0
+    """Requests it may have in flight now: its max_concurrency, or fewer once it refused more."""
 
 
 @dataclass(frozen=True, slots=True)

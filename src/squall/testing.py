@@ -1,7 +1,10 @@
-"""Test equipment for squall and its users: a fake clock and the provider simulator.
+"""Test equipment for squall and its users: doubles for the engine's ports, a fake clock, and
+the provider simulator.
 
-`FakeClock` stands in for `squall.clock.Clock` so limits and retries can be tested
-without sleeping. The provider simulator (`squall.simulator`, re-exported here) is a real
+`FakeTransport` and `MemoryJournal` implement the engine's ports (`squall.ports`) in memory, as
+httpx ships `MockTransport`: the real `Engine` runs on them with no sockets and no sleeps.
+`FakeClock` stands in for `squall.clock.Clock` so limits and retries can be tested without
+sleeping. The provider simulator (`squall.simulator`, re-exported here) is a real
 OpenAI-compatible server on 127.0.0.1; `start_simulator_process` runs it as a separate
 process, for tests that kill or restart things.
 """
@@ -9,15 +12,23 @@ process, for tests that kill or restart things.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import queue
 import subprocess
 import sys
 import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .errors import ServeError
+from .errors import JournalError, ServeError
+from .limits import RateInfo
+from .ports import Lease
+from .records import Completion, ErrorInfo, RowState
 from .simulator import (
     LedgerEntry,
     SimConfig,
@@ -31,7 +42,10 @@ from .simulator import (
 
 __all__ = [
     "FakeClock",
+    "FakeTransport",
+    "JournalEvent",
     "LedgerEntry",
+    "MemoryJournal",
     "SimConfig",
     "SimKey",
     "Simulator",
@@ -71,6 +85,112 @@ class FakeClock:
         if seconds < 0:
             raise ValueError("a clock cannot go back: advance() needs seconds >= 0")
         self._now += seconds
+
+
+Answer = Completion | tuple[Completion, RateInfo | None]
+Handler = Callable[[Lease, dict[str, Any]], Answer | Awaitable[Answer]]
+"""What a FakeTransport asks: given the lease and the decoded request body, return the
+completion (optionally with rate headers), or raise a squall RequestError; may be async."""
+
+
+class FakeTransport:
+    """A `TransportPort` that answers every request by calling `handler`, with no socket.
+
+    Attributes:
+        requests: every (lease, decoded body) sent, in order.
+    """
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+        self.requests: list[tuple[Lease, dict[str, Any]]] = []
+
+    async def send(self, lease: Lease, body: bytes) -> tuple[Completion, RateInfo | None]:
+        """Decode `body`, hand it to the handler, and return what it gives."""
+        request = json.loads(body)
+        self.requests.append((lease, request))
+        answer = self._handler(lease, request)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if isinstance(answer, tuple):
+            return answer
+        assert isinstance(answer, Completion), "a FakeTransport handler returns a Completion"
+        return answer, None
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEvent:
+    """One change a MemoryJournal saw: ("sent" | "done" | "retry" | "failed", row index)."""
+
+    verb: str
+    index: int
+
+
+class MemoryJournal:
+    """A `JournalPort` in memory, with the real journal's rule that a DONE row is final.
+
+    Attributes:
+        events: every change, in the order the engine made it.
+        states: each row's state now.
+        sent: how many requests each row had sent.
+        answers: the completion of each row done.
+        errors: the last error of each row that failed or is to be retried.
+        flushes: how many times the engine flushed.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[JournalEvent] = []
+        self.states: dict[int, RowState] = {}
+        self.sent: Counter[int] = Counter()
+        self.answers: dict[int, Completion] = {}
+        self.errors: dict[int, ErrorInfo] = {}
+        self.flushes = 0
+
+    def _change(self, verb: str, index: int, state: RowState) -> None:
+        if self.states.get(index) is RowState.DONE:
+            raise JournalError(f"cannot {verb} row {index}: it is DONE already, and DONE is final")
+        self.states[index] = state
+        self.events.append(JournalEvent(verb, index))
+
+    async def mark_sent(self, index: int) -> None:
+        """Record that row `index` is being sent."""
+        self._change("sent", index, RowState.SENT)
+        self.sent[index] += 1
+
+    async def record_success(
+        self,
+        index: int,
+        completion: Completion,
+        *,
+        latency_s: float,
+        attempts: int,
+        endpoint: str,
+        model: str | None = None,
+    ) -> None:
+        """Record row `index`'s answer."""
+        self._change("done", index, RowState.DONE)
+        self.answers[index] = completion
+
+    async def record_retry(self, index: int, error: ErrorInfo) -> None:
+        """Record a failed try to be repeated."""
+        self._change("retry", index, RowState.PENDING)
+        self.errors[index] = error
+
+    async def record_failure(
+        self,
+        index: int,
+        error: ErrorInfo,
+        *,
+        attempts: int,
+        endpoint: str | None,
+        retryable: bool,
+    ) -> None:
+        """Record that row `index` failed for good."""
+        self._change("failed", index, RowState.FAILED)
+        self.errors[index] = error
+
+    async def flush(self) -> None:
+        """Count the flush (memory needs none)."""
+        self.flushes += 1
 
 
 def read_ledger_file(path: str | Path) -> list[LedgerEntry]:

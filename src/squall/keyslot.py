@@ -1,0 +1,259 @@
+"""One key of one endpoint: its pace, its concurrency window, and what its answers taught it.
+
+A `KeySlot` holds no secret (the transport resolves its id to credentials) and is changed only
+through its verbs: `book()` when a request leaves, `on_success()`, `on_rate_limited()`,
+`on_headers()`, `on_dead()` and `on_error()` when it comes back. The pool (`pool.py`) chooses
+among slots and never touches their fields.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from .config import EndpointConfig, KeyConfig, is_unlimited
+from .events import KeyState, KeyStats
+from .limits import ConcurrencyWindow, Discovery, Pace, RateInfo
+from .ports import Lease, Refusal, Usage
+
+_COOL_MAX_S = 60.0
+_RECENT_S = 5.0  # the longest span rate_now() is asked about
+
+
+class KeySlot:
+    """One key of one endpoint, with its pace, concurrency and health."""
+
+    def __init__(self, key_id: str, endpoint: EndpointConfig, key: KeyConfig, model: str) -> None:
+        self.key_id = key_id
+        self.endpoint = endpoint.name
+        self.masked = key.key.masked
+        self.model = model
+        self.pinned = endpoint.model is not None
+        rpm = key.rpm if key.rpm is not None else endpoint.rpm
+        tpm = key.tpm if key.tpm is not None else endpoint.tpm
+        self.declared_rpm = None if rpm is None or is_unlimited(rpm) else rpm
+        self.declared_tpm = None if tpm is None or is_unlimited(tpm) else tpm
+        self.discovery: Discovery | None = Discovery() if rpm is None else None
+        self.header_rpm: float | None = None
+        self.header_tpm: float | None = None
+        self.factor = 1.0  # shrinks when a declared limit still draws 429s
+        self.requests = Pace(None)
+        self.tokens = Pace(None)
+        self.max_concurrency = key.max_concurrency or endpoint.max_concurrency
+        # What the key accepts at once, at most max_concurrency: lower once it refuses more.
+        self.window = ConcurrencyWindow(self.max_concurrency)
+        self.window_told = self.max_concurrency  # the narrowest window a notice announced
+        self.in_flight = 0
+        self.blocked_until = 0.0
+        self.cool_streak = 0
+        self.dead = False
+        self.completion_mean = 64.0
+        self.sent = self.ok = self.rate_limited = self.errors = 0
+        # Send times over the last _RECENT_S seconds: a time window, not a count, so the
+        # rate a fast key reports (and the rate discovery observes at a 429) is not capped.
+        self.recent: deque[float] = deque()
+        self._apply_rates()
+
+    @property
+    def label(self) -> str:
+        """The key's name in displays and notices (its id)."""
+        return self.key_id
+
+    @property
+    def discovering(self) -> bool:
+        """True while this key's rate is being found out (none declared, none in headers)."""
+        return self.discovery is not None and self.header_rpm is None
+
+    def _apply_rates(self) -> None:
+        rpm = self.declared_rpm
+        if self.header_rpm is not None:
+            rpm = self.header_rpm if rpm is None else min(rpm, self.header_rpm)
+        if rpm is None and self.discovery is not None:
+            rpm = self.discovery.rate
+        self.requests.set_rate(None if rpm is None else rpm * self.factor)
+        tpm = self.declared_tpm
+        if self.header_tpm is not None:
+            tpm = self.header_tpm if tpm is None else min(tpm, self.header_tpm)
+        self.tokens.set_rate(None if tpm is None else tpm * self.factor)
+
+    # -- choosing and booking ------------------------------------------------------------------
+
+    def cost(self, prompt_tokens: int, max_tokens: int | None) -> float:
+        """Tokens to book for a request: the prompt plus the answer expected."""
+        return prompt_tokens + (max_tokens if max_tokens is not None else self.completion_mean)
+
+    def ready_at(self, now: float, cost: float, rest_until: float) -> float:
+        """Return when this key could start a request of `cost` tokens (inf: not now)."""
+        if self.dead or self.in_flight >= self.window.size:
+            return math.inf
+        return max(
+            self.requests.ready_at(now),
+            self.tokens.ready_at(now, cost),
+            self.blocked_until,
+            rest_until,
+        )
+
+    def room(self) -> float:
+        """The share of its window in use (ties go to the key with more room)."""
+        return self.in_flight / self.window.size
+
+    def book(self, now: float, cost: float, *, probe: bool) -> Lease:
+        """Take one request of `cost` tokens at `now` and return its lease."""
+        self.requests.take(now)
+        self.tokens.take(now, cost)
+        self.in_flight += 1
+        self.sent += 1
+        self.note_sent(now)
+        self.window.on_sent(now, self.in_flight)
+        if self.discovering:
+            assert self.discovery is not None
+            new = self.discovery.on_sent(now, saturated=self.requests.ready_at(now) > now)
+            if new is not None:
+                self._apply_rates()
+        return Lease(
+            self.key_id, self.endpoint, self.model, cost, now, probe, self.in_flight, self.pinned
+        )
+
+    def note_sent(self, now: float) -> None:
+        """Count one request sent at `now` (and forget those older than the longest span)."""
+        recent = self.recent
+        recent.append(now)
+        while recent[0] < now - _RECENT_S:
+            recent.popleft()
+
+    def rate_now(self, now: float, span: float = _RECENT_S) -> float:
+        """Return requests per second sent over the last `span` seconds (at most _RECENT_S)."""
+        n = 0
+        for t in reversed(self.recent):
+            if now - t > span:
+                break
+            n += 1
+        return n / span
+
+    # -- what answers teach ----------------------------------------------------------------------
+
+    def on_success(self, lease: Lease, usage: Usage) -> None:
+        """Learn from an answer: the window held, and how many tokens answers really use."""
+        self.in_flight -= 1
+        self.ok += 1
+        self.window.on_ok(lease.in_flight)
+        self.cool_streak = 0
+        if usage.completion_tokens is not None:
+            self.completion_mean += 0.05 * (usage.completion_tokens - self.completion_mean)
+        if usage.prompt_tokens is not None and usage.completion_tokens is not None:
+            self.tokens.adjust(usage.prompt_tokens + usage.completion_tokens - lease.tokens)
+        if self.factor < 1.0:
+            self.factor = min(1.0, self.factor + 0.002)
+            self._apply_rates()
+
+    def on_error(self) -> None:
+        """Count a failed request that teaches the key nothing more specific."""
+        self.in_flight -= 1
+        self.errors += 1
+
+    def on_dead(self) -> bool:
+        """Take the key out of rotation (401/403); True the first time."""
+        if self.dead:
+            return False
+        self.dead = True
+        return True
+
+    def on_rate_limited(self, lease: Lease, refusal: Refusal, now: float) -> str | None:
+        """Learn from a 429: narrow the window when it was too many at once, else cool down.
+
+        Returns:
+            A notice for a person when the window narrowed below any announced before.
+        """
+        self.in_flight -= 1
+        self.rate_limited += 1
+        if self._too_many_at_once(lease, refusal, now):
+            # Only a cut reaches below every window announced so far: growing back and
+            # probing the old width again is not news.
+            if self.window.size < self.window_told:
+                self.window_told = self.window.size
+                return (
+                    f"key {self.label} ({self.masked}) refuses more than {self.window.size} "
+                    f"request(s) at once: sending at most that many (it tries one more every "
+                    f"{ConcurrencyWindow.GROW_AFTER_S:.0f}s)"
+                )
+            return None
+        self._cool(refusal, now)
+        return None
+
+    def _too_many_at_once(self, lease: Lease, refusal: Refusal, now: float) -> bool:
+        """True when the 429 came from too many requests in flight: the window narrows instead
+        of the key cooling. Only where the answer says so, or where no pace is in force on
+        the key (so its rate cannot be what was refused)."""
+        unpaced = self.requests.per_minute is None and self.tokens.per_minute is None
+        if not (refusal.concurrency or unpaced):
+            return False
+        return self.window.on_refused(now, lease.in_flight, worded=refusal.concurrency)
+
+    def _cool(self, refusal: Refusal, now: float) -> None:
+        self.cool_streak += 1
+        wait = refusal.retry_after
+        if wait is None:
+            wait = min(_COOL_MAX_S, 0.5 * 2 ** (self.cool_streak - 1))
+        until = now + wait
+        # The rate this key really sent at: only since its last cooldown ended, since time
+        # spent blocked would make the limit look lower than it is.
+        since = max(now - 2.0, self.blocked_until)
+        observed = self.rate_now(now, span=now - since) * 60.0 if now - since >= 0.5 else 0.0
+        self.blocked_until = max(self.blocked_until, until)
+        self.requests.push_back(until)
+        if self.discovering:
+            assert self.discovery is not None
+            self.discovery.on_rate_limited(now, observed)
+            self._apply_rates()
+        elif self.declared_rpm is not None or self.header_rpm is not None:
+            self.factor = max(0.3, self.factor * 0.9)
+            self._apply_rates()
+
+    def on_headers(self, rate: RateInfo, now: float) -> None:
+        """Follow the `x-ratelimit-*` headers: a limit they state, a budget they say is spent."""
+        changed = False
+        if rate.limit_requests and rate.limit_requests != self.header_rpm:
+            self.header_rpm = rate.limit_requests
+            changed = True
+        if rate.limit_tokens and rate.limit_tokens != self.header_tpm:
+            self.header_tpm = rate.limit_tokens
+            changed = True
+        if changed:
+            self._apply_rates()
+        for remaining, reset in (
+            (rate.remaining_requests, rate.reset_requests_s),
+            (rate.remaining_tokens, rate.reset_tokens_s),
+        ):
+            if remaining is not None and remaining <= 0 and reset:
+                self.blocked_until = max(self.blocked_until, now + reset)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def state(self, now: float, resting: bool) -> KeyState:
+        """Where the key stands at `now` (`resting`: its endpoint refuses connections)."""
+        if self.dead:
+            return KeyState.DEAD
+        if resting:
+            return KeyState.RESTING
+        if self.blocked_until > now:
+            return KeyState.COOLING
+        return KeyState.ACTIVE
+
+    def statistics(self, now: float, resting: bool) -> KeyStats:
+        """Return a snapshot of this key."""
+        return KeyStats(
+            label=self.label,
+            endpoint=self.endpoint,
+            masked_key=self.masked,
+            state=self.state(now, resting),
+            in_flight=self.in_flight,
+            sent=self.sent,
+            ok=self.ok,
+            rate_limited=self.rate_limited,
+            errors=self.errors,
+            rpm=self.requests.per_minute,
+            tpm=self.tokens.per_minute,
+            discovering=self.discovering,
+            rate_now=self.rate_now(now),
+            window=self.window.size,
+        )
