@@ -86,6 +86,7 @@ class Engine:
         self._failure: BaseException | None = None
         self._changed = Waker(clock)
         self._dispatcher: asyncio.Task[None] | None = None
+        self._cut = 0  # requests cut() abandoned in flight
 
     # -- control ---------------------------------------------------------------------------
 
@@ -102,7 +103,9 @@ class Engine:
         """Stop at once (a second Ctrl-C): requests in flight are abandoned, maybe billed."""
         self._grace_s = 0.0
         for t in list(self._tasks):
-            t.cancel()
+            if not t.done():
+                self._cut += 1
+                t.cancel()
 
     # -- running ---------------------------------------------------------------------------
 
@@ -136,12 +139,12 @@ class Engine:
         """Let in-flight requests land: all of them after a clean end, within the grace after
         Ctrl-C. Return how many were cut."""
         if not self._tasks:
-            return 0
+            return self._cut
         if self._interrupted:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=self._grace_s)
-            return len(pending)
+            return len(pending) + self._cut
         await asyncio.wait(set(self._tasks))
-        return 0
+        return self._cut
 
     async def _flush(self) -> None:
         try:
