@@ -304,8 +304,8 @@ async def test_a_refusal_below_levels_that_succeeded_is_not_taken_for_a_cap() ->
     assert slot.window.size == 8
     assert slot.blocked_until == pytest.approx(clock.now() + 2.0)
     # Said in words, the same refusal does narrow it: the provider knows its own cap.
-    await fail(pool, 
-        a, RateLimited("HTTP 429: 并发数过高", retry_after=2.0, concurrency=True), None
+    await fail(
+        pool, a, RateLimited("HTTP 429: 并发数过高", retry_after=2.0, concurrency=True), None
     )
     assert slot.window.size == 8  # a was sent at 1 in flight: nothing narrower to try
     c = [await pool.acquire(10, None) for _ in range(3)]
@@ -321,9 +321,7 @@ async def test_a_paced_key_cools_on_a_plain_429_but_narrows_on_a_worded_one() ->
     assert slot.window.size == slot.max_concurrency  # a rate limit, as far as anyone knows
     assert slot.blocked_until > clock.now()
     assert slot.requests.per_minute == pytest.approx(54000)
-    await fail(pool, 
-        leases[3], RateLimited("Too many concurrent requests", concurrency=True), None
-    )
+    await fail(pool, leases[3], RateLimited("Too many concurrent requests", concurrency=True), None)
     assert slot.window.size == 3
     assert slot.requests.per_minute == pytest.approx(54000)  # the pace is not blamed
 
@@ -553,7 +551,8 @@ async def test_zero_remaining_blocks_the_key_until_the_reset() -> None:
     pool, clock, _ = make_pool(endpoint("relay", KEYS[0], KEYS[1], rpm=math.inf))
     a = await pool.acquire(10, None)
     t0 = clock.now()
-    await ok(pool, 
+    await ok(
+        pool,
         a,
         OK,
         RateInfo(limit_requests=6000, remaining_requests=0, reset_requests_s=2.0),
