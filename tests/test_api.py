@@ -149,3 +149,13 @@ async def test_run_inside_a_running_loop_uses_a_worker_thread(
     res = squall.run(["what is 6 x 7?"], output=tmp_path / "t.jsonl", config=config_for(sim))
     assert [r["response"] for r in res.rows()] == ["42"]
     assert not [t for t in threading.enumerate() if t.name == "squall-run"]
+
+
+def test_overrides_on_a_runconfig_are_validated_like_the_files_settings() -> None:
+    from squall.api import resolve_config
+    from squall.config import RunConfig
+    from squall.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_tokens"):
+        resolve_config(RunConfig(model="m"), {"max_tokens": "lots"})
+    assert resolve_config(RunConfig(model="m"), {"max_tokens": "12"}).max_tokens == 12

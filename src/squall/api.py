@@ -112,7 +112,7 @@ def resolve_config(config: str | Path | RunConfig | None, settings: Mapping[str,
             raise ConfigError(
                 f"{sorted(flags)} need a config file or none; with a RunConfig, set its endpoints"
             )
-        return config.model_copy(update=direct)
+        return config_mod.with_overrides(config, direct)
     return config_mod.load(config, overrides=settings)
 
 

@@ -306,6 +306,24 @@ def load(
     return cfg
 
 
+def with_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
+    """Return `cfg` with `overrides` (RunConfig fields; None: not given) validated on top.
+
+    Raises:
+        ConfigError: an override has the wrong type or value (`max_tokens="lots"`).
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not given:
+        return cfg
+    # The fields as they are (already-validated values, keys unmasked), then the overrides:
+    # validated like a file's settings, not pasted in unchecked as model_copy(update=) would.
+    fields = {name: getattr(cfg, name) for name in type(cfg).model_fields}
+    try:
+        return RunConfig.model_validate({**fields, **given})
+    except ValidationError as e:
+        raise _explain(e, "settings") from None
+
+
 def require_endpoints(cfg: RunConfig) -> None:
     """Raise ConfigError unless `cfg` names at least one endpoint."""
     if not cfg.endpoints:
