@@ -144,6 +144,7 @@ def test_rows_failed_for_good_exit_1_with_reasons(tmp_path: Path, sim_proc: SimF
     assert status["failed"] == 2 and status["failures"]["bad_request"]["rows"] == [4, 9]
 
     # A plain rerun leaves rows refused for good alone; --retry-failed sends them again.
+    args: tuple[str, ...]
     args = ("run", "in.jsonl", "-o", "out.jsonl", "--base-url", sim.url, "--key-env", "K1")
     args += ("--model", "sim-model", "--rpm", "inf")
     assert run_squall(*args, cwd=tmp_path).returncode == 1
