@@ -1,12 +1,14 @@
 """Input rows from files, DataFrames, lists and iterables, streamed in constant memory.
 
-Every source can be read again from the start: the engine reads it once to ingest rows
-into the journal, again to send them and a third time to merge answers in input order.
-Files are reopened for each pass; a one-shot iterator is spooled to a temporary file the
-first time through so that later passes replay it without holding it in memory.
+Every source but a stream can be read again from the start: files are reopened for each
+pass; a one-shot iterator is spooled to a temporary file the first time through so that
+later passes replay it without holding it in memory. A stream (standard input as `"-"`, a
+pipe, a binary file object) is JSON Lines read once: its first row is peeked and kept, and
+a second `rows()` is refused (`StreamInput`).
 
-Formats, by extension (`fmt` overrides; a `.gz` suffix is read through gzip):
-`.jsonl`/`.ndjson`/`.json` (JSON Lines), `.csv`, `.tsv`, `.parquet` (needs pyarrow).
+Formats, by extension (`fmt` overrides; a `.gz` suffix is read through gzip), from the table
+in squall.formats: `.jsonl`/`.ndjson`/`.json` (JSON Lines), `.csv`, `.tsv`, `.parquet`
+(needs pyarrow).
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def open_input(
 
 
 class InputSource(ABC):
-    """Rows from one input, readable from the start as often as needed.
+    """Rows from one input, readable from the start as often as needed (a stream: once).
 
     Attributes:
         name: the file path, or "<list>"/"<DataFrame>"/"<iterable>", for messages.
@@ -301,7 +303,8 @@ class StreamInput(InputSource):
     def __init__(self, stream: IO[bytes], *, name: str) -> None:
         super().__init__(name)
         self._reader = _jsonl_rows(stream, name)
-        self._started = False
+        self._started = False  # rows() was called
+        self._consumed = False  # the stream is being read past a peek
         self._peeked = False
 
     def rows(self) -> Iterator[Row]:
@@ -323,15 +326,11 @@ class StreamInput(InputSource):
         """Return the first row, read from the stream once and kept for `rows()`.
 
         Raises:
-            InputError: the stream has no rows, or the first cannot be read, or `rows()`
-                was read before the first row was asked for.
+            InputError: the stream has no rows, or the first cannot be read.
         """
         if self._first is None:
-            if self._started:
-                raise InputError(
-                    "is a stream already being read: ask for its first row before its rows",
-                    file=self.name,
-                )
+            if self._consumed:  # rows() read the stream to its end and found no row
+                raise self._empty_error()
             self._peeked = True
             self._first = next(self._reader, None)
             if self._first is None:
@@ -339,6 +338,7 @@ class StreamInput(InputSource):
         return self._first
 
     def _read(self) -> Iterator[Row]:
+        self._consumed = True
         if self._peeked:
             if self._first is None:
                 return
