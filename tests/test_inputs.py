@@ -425,3 +425,95 @@ def test_jsonl_values_are_exactly_what_json_loads_gives(tmp_path: Path) -> None:
     for row, line in zip(rows, lines, strict=True):
         assert repr(row.data) == repr(json.loads(line))
     assert type(rows[0].data["id"]) is int
+
+
+# --- streams (standard input, pipes) --------------------------------------------------------
+
+
+def test_stdin_is_read_once_with_the_first_row_peeked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_lines(tmp_path / "in.jsonl", [json.dumps(batch_line(f"r{i}")) for i in range(3)])
+    with path.open(encoding="utf-8") as stdin:  # a real file object stands in for stdin
+        monkeypatch.setattr(sys, "stdin", stdin)
+        source = open_input("-")
+        assert source.name == "<stdin>" and source.path is None and source.count() is None
+        assert source.first_row().data["custom_id"] == "r0"
+        assert source.columns() == ["custom_id", "method", "url", "body"]
+        assert source.is_batch
+        rows = all_rows(source)
+        assert [r.data["custom_id"] for r in rows] == ["r0", "r1", "r2"]
+        assert [(r.index, r.line) for r in rows] == [(0, 1), (1, 2), (2, 3)]
+        with pytest.raises(InputError, match="can be read only once"):
+            source.rows()
+
+
+def test_a_pipe_streams_its_first_row_before_the_rest_is_written() -> None:
+    import os
+
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd, "rb") as reader, os.fdopen(write_fd, "wb") as writer:
+        writer.write(b'{"prompt": "a"}\n')
+        writer.flush()
+        source = open_input(reader)
+        assert source.name == "<stream>"
+        assert source.first_row().data == {"prompt": "a"}  # the writer has not finished
+        writer.write(b'\n{"prompt": "b"}\n')
+        writer.close()
+        assert [(r.line, r.data["prompt"]) for r in source.rows()] == [(1, "a"), (3, "b")]
+
+
+def test_stdin_from_a_real_subprocess_pipe(tmp_path: Path) -> None:
+    import subprocess
+
+    code = (
+        "from squall.inputs import open_input\n"
+        "s = open_input('-')\n"
+        "print(s.columns())\n"
+        "print([r.data['prompt'] for r in s.rows()])\n"
+        "try:\n"
+        "    s.rows()\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+    lines = "".join(json.dumps({"prompt": f"p{i}", "n": i}) + "\n" for i in range(4))
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        input=lines.encode(),
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.decode().splitlines() == [
+        "['prompt', 'n']",
+        "['p0', 'p1', 'p2', 'p3']",
+        "InputError",
+    ]
+
+
+def test_a_stream_read_without_peeking_still_knows_its_first_row() -> None:
+    import io
+
+    source = open_input(io.BytesIO(b'{"prompt": "a"}\n{"prompt": "b"}\n'), name="feed")
+    rows = source.rows()
+    assert next(rows).data == {"prompt": "a"}
+    assert source.first_row().data == {"prompt": "a"}
+    assert [r.data["prompt"] for r in rows] == ["b"]
+
+
+def test_an_empty_or_bad_stream_says_so() -> None:
+    import io
+
+    with pytest.raises(InputError, match="has no rows"):
+        open_input(io.BytesIO(b"\n\n")).first_row()
+    with pytest.raises(InputError, match="has no rows"):
+        all_rows(open_input(io.BytesIO(b"")))
+    with pytest.raises(InputError, match="is a JSON array"):
+        open_input(io.BytesIO(b'[{"prompt": "a"}]\n')).first_row()
+    with pytest.raises(InputError, match="line 2") as info:
+        all_rows(open_input(io.BytesIO(b'{"prompt": "a"}\n{oops\n')))
+    assert info.value.line == 2
+    with pytest.raises(InputError, match="read as JSON Lines, not 'csv'"):
+        open_input(io.BytesIO(b"a,b\n"), fmt="csv")
+    assert open_input(io.BytesIO(b'{"prompt": "a"}\n'), fmt="ndjson").first_row().line == 1

@@ -340,3 +340,20 @@ def test_builder_settings_fingerprint_matches_the_function() -> None:
         template="{q}", system="s", max_tokens=8, temperature=0.2, params={"seed": 1}, model="m"
     )
     assert b.settings_fingerprint("m") == direct
+
+
+def test_the_builder_delegates_to_the_operation_it_is_given() -> None:
+    from squall.operations import CHAT
+
+    assert builder().operation is CHAT
+    settings: dict[str, Any] = {
+        "template": None,
+        "system": None,
+        "max_tokens": None,
+        "temperature": None,
+        "params": {},
+        "source_name": "in.jsonl",
+    }
+    assert RequestBuilder(**settings, operation="chat").operation is CHAT
+    with pytest.raises(ConfigError, match="unknown operation 'nope'"):
+        RequestBuilder(**settings, operation="nope")

@@ -25,6 +25,9 @@ from squall.errors import (
     RequestTimeout,
     ServerError,
 )
+from squall.operations import CHAT
+from squall.operations.chat import ChatOperation
+from squall.records import Completion
 from squall.redact import Redactor, mask_key
 from squall.simulator import SimConfig, SimKey, Simulator, expected_answer
 from squall.transport import (
@@ -461,3 +464,49 @@ async def _cleanup_servers() -> AsyncIterator[None]:
     while _RUNNERS:
         runner = _RUNNERS.pop()
         await runner.cleanup()  # type: ignore[attr-defined]
+
+
+# -- the operation decides the path and reads the answer ------------------------------------------
+
+
+class _EchoOperation(ChatOperation):
+    """A request kind of its own path, whose answer is the body as text."""
+
+    name = "echo"
+    path = "/echo"
+
+    def parse(self, raw: bytes, keep_raw: bool, redact: Callable[[str], str]) -> Completion:
+        return Completion(
+            text=raw.decode(), finish_reason="echo", prompt_tokens=None, completion_tokens=None
+        )
+
+
+def test_a_target_posts_to_the_operations_path() -> None:
+    t = make_target("http://h/v1", KEY, timeout_s=5, extra_headers={}, operation=_EchoOperation())
+    assert t.url == "http://h/v1/echo"
+    assert make_target("http://h/v1", KEY, timeout_s=5, extra_headers={}, operation=CHAT).url == (
+        "http://h/v1/chat/completions"
+    )
+
+
+async def test_the_transport_reads_answers_through_its_operation() -> None:
+    from aiohttp import web
+
+    async def handle(req: web.Request) -> web.Response:
+        return web.Response(body=await req.read(), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/echo", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    _RUNNERS.append(runner)
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    echo = _EchoOperation()
+    async with Transport(
+        max_connections=2, redactor=Redactor([]), keep_raw=False, operation=echo
+    ) as t:
+        done, _ = await t.send(
+            make_target(base, "", timeout_s=5, extra_headers={}, operation=echo), b'{"a": 1}'
+        )
+    assert done.text == '{"a": 1}' and done.finish_reason == "echo"

@@ -1,18 +1,21 @@
 """Input rows from files, DataFrames, lists and iterables, streamed in constant memory.
 
-Every source can be read again from the start: the engine reads it once to ingest rows
-into the journal, again to send them and a third time to merge answers in input order.
-Files are reopened for each pass; a one-shot iterator is spooled to a temporary file the
-first time through so that later passes replay it without holding it in memory.
+Every source but a stream can be read again from the start: files are reopened for each
+pass; a one-shot iterator is spooled to a temporary file the first time through so that
+later passes replay it without holding it in memory. A stream (standard input as `"-"`, a
+pipe, a binary file object) is JSON Lines read once: its first row is peeked and kept, and
+a second `rows()` is refused (`StreamInput`).
 
-Formats, by extension (`fmt` overrides; a `.gz` suffix is read through gzip):
-`.jsonl`/`.ndjson`/`.json` (JSON Lines), `.csv`, `.tsv`, `.parquet` (needs pyarrow).
+Formats, by extension (`fmt` overrides; a `.gz` suffix is read through gzip), from the table
+in squall.formats: `.jsonl`/`.ndjson`/`.json` (JSON Lines), `.csv`, `.tsv`, `.parquet`
+(needs pyarrow).
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import pickle
 import sys
@@ -21,26 +24,18 @@ import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
-from . import jsoncodec
+from . import formats, jsoncodec, openai_batch
 from .errors import InputError, MissingExtraError
+from .formats import FORMATS
 from .records import Row
 
-FORMATS = ("jsonl", "csv", "tsv", "parquet")
-"""The input formats `open_input` reads."""
+__all__ = ["FORMATS", "STDIN", "InputSource", "StreamInput", "is_batch_line", "open_input"]
 
-_EXTENSIONS = {
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
-_FMT_ALIASES = {"ndjson": "jsonl", "json": "jsonl", "jsonlines": "jsonl"}
-_BATCH_KEYS = ("custom_id", "url", "body")
+STDIN = "-"
+"""The input name that reads JSON Lines from standard input."""
+
 _BATCH_SIZE = 1024
 # csv refuses fields over 128 KiB by default; long documents as prompts are normal here.
 _CSV_FIELD_LIMIT = 2**31 - 1
@@ -52,20 +47,29 @@ def open_input(
     fmt: str | None = None,
     name: str | None = None,
 ) -> InputSource:
-    """Return a re-readable source of rows for a path, DataFrame, list or iterable.
+    """Return a source of rows for a path, standard input, DataFrame, list or iterable.
+
+    Every source but a stream is re-readable; a stream (`"-"`, a pipe, a binary file object)
+    is read once, as JSON Lines (see `StreamInput`).
 
     Args:
-        source: a file path; a pandas DataFrame; a list of strings (each a prompt, read as
+        source: a file path; `"-"` for standard input; a binary file object (a pipe, an open
+            file); a pandas DataFrame; a list of strings (each a prompt, read as
             `{"prompt": ...}`); a list of dicts; or any iterable of dicts (a one-shot
             iterator is spooled to a temporary file as it is first read).
-        fmt: "jsonl", "csv", "tsv" or "parquet", overriding the file's extension.
+        fmt: "jsonl", "csv", "tsv" or "parquet", overriding the file's extension (a stream
+            is JSON Lines only).
         name: how errors and the journal name the source (default: the path, or
-            "<list>", "<DataFrame>", "<iterable>").
+            "<stdin>", "<stream>", "<list>", "<DataFrame>", "<iterable>").
 
     Raises:
         InputError: the file is missing or unreadable, or its format is unknown.
         MissingExtraError: Parquet was asked for and pyarrow is not installed.
     """
+    if isinstance(source, str) and source == STDIN:
+        return _open_stream(sys.stdin.buffer, fmt=fmt, name=name or "<stdin>")
+    if isinstance(source, (io.BufferedIOBase, io.RawIOBase)):
+        return _open_stream(cast("IO[bytes]", source), fmt=fmt, name=name or "<stream>")
     if isinstance(source, (str, Path)):
         return _open_path(Path(source), fmt=fmt, name=name)
     if _is_dataframe(source):
@@ -81,7 +85,7 @@ def open_input(
 
 
 class InputSource(ABC):
-    """Rows from one input, readable from the start as often as needed.
+    """Rows from one input, readable from the start as often as needed (a stream: once).
 
     Attributes:
         name: the file path, or "<list>"/"<DataFrame>"/"<iterable>", for messages.
@@ -107,7 +111,7 @@ class InputSource(ABC):
         count = 0
         for row in self._read():
             if batch:
-                _check_batch_line(row, self.name)
+                openai_batch.check_line(row, self.name)
             count += 1
             yield row
         if count == 0:
@@ -154,40 +158,7 @@ class InputSource(ABC):
 
 def is_batch_line(data: Mapping[str, Any]) -> bool:
     """Return True when `data` looks like an OpenAI batch request line."""
-    return all(key in data for key in _BATCH_KEYS)
-
-
-def _check_batch_line(row: Row, name: str) -> None:
-    data = row.data
-    for key in _BATCH_KEYS:
-        if key not in data:
-            raise InputError(
-                "is not an OpenAI batch request, yet the first line is: every line needs "
-                "custom_id, method, url and body",
-                file=name,
-                line=row.line,
-                field=key,
-            )
-    custom_id = data["custom_id"]
-    if not isinstance(custom_id, str) or not custom_id:
-        raise InputError(
-            "custom_id must be a non-empty string", file=name, line=row.line, field="custom_id"
-        )
-    method = data.get("method", "POST")
-    if not isinstance(method, str) or method.upper() != "POST":
-        raise InputError(
-            f"method is {method!r}; batch requests must be POST",
-            file=name,
-            line=row.line,
-            field="method",
-        )
-    if not isinstance(data["body"], Mapping):
-        raise InputError(
-            "body must be a JSON object holding the chat-completion request",
-            file=name,
-            line=row.line,
-            field="body",
-        )
+    return openai_batch.is_batch_line(data)
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -202,21 +173,18 @@ def _open_path(path: Path, *, fmt: str | None, name: str | None) -> InputSource:
     kind = _format_of(path, fmt, shown)
     if kind == "parquet":
         return ParquetInput(path, name=shown)
-    if kind in ("csv", "tsv"):
-        return CsvInput(path, name=shown, delimiter="\t" if kind == "tsv" else ",")
+    if kind in formats.DELIMITERS:
+        return CsvInput(path, name=shown, delimiter=formats.DELIMITERS[kind])
     return JsonlInput(path, name=shown)
 
 
 def _format_of(path: Path, fmt: str | None, shown: str) -> str:
     if fmt is not None:
-        kind = _FMT_ALIASES.get(fmt.lower().lstrip("."), fmt.lower().lstrip("."))
-        if kind not in FORMATS:
+        kind = formats.format_named(fmt)
+        if kind is None:
             raise InputError(f"unknown input format {fmt!r}: use one of {', '.join(FORMATS)}")
         return kind
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes.pop()
-    found = _EXTENSIONS.get(suffixes[-1]) if suffixes else None
+    found = formats.format_of_path(path, compressed=True)
     if found is None:
         raise InputError(
             "cannot tell the format from the extension: name the file .jsonl, .csv, .tsv or "
@@ -228,7 +196,7 @@ def _format_of(path: Path, fmt: str | None, shown: str) -> str:
 
 def _open_binary(path: Path, shown: str) -> IO[bytes]:
     try:
-        if path.suffix.lower() == ".gz":
+        if path.suffix.lower() == formats.COMPRESSED_SUFFIX:
             return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile is an IO[bytes]
         return path.open("rb")
     except FileNotFoundError:
@@ -261,50 +229,126 @@ class JsonlInput(InputSource):
         self.path: Path = path
 
     def _read(self) -> Iterator[Row]:
-        shown = self.name
-        index = 0
-        offset = 0
-        with _open_binary(self.path, shown) as f:
-            try:
-                for line_no, raw in enumerate(f, 1):
-                    start = offset
-                    offset += len(raw)
-                    if line_no == 1:
-                        if raw.lstrip().startswith(b"["):
-                            raise InputError(
-                                "is a JSON array; squall reads JSON Lines, one object per line: "
-                                "convert it with `jq -c '.[]' in.json > in.jsonl`",
-                                file=shown,
-                                line=1,
-                            )
-                        if raw.startswith(b"\xef\xbb\xbf"):
-                            raw = raw[3:]
-                            start += 3
-                    if not raw.strip():
-                        continue
-                    try:
-                        data = jsoncodec.loads_fast(raw)
-                    except ValueError:  # stdlib decides, and names the fault
-                        text = _decode(raw, line_no, start, shown)
-                        try:
-                            data = json.loads(text)
-                        except json.JSONDecodeError as exc:
-                            raise InputError(
-                                f"is not valid JSON: {exc.msg} at column {exc.colno}",
-                                file=shown,
-                                line=line_no,
-                            ) from None
-                    if not isinstance(data, dict):
-                        raise InputError(
-                            f"is a JSON {_json_kind(data)}, not an object: each line must be "
-                            'one row like {"prompt": "..."}',
-                            file=shown,
-                            line=line_no,
-                        )
-                    yield Row(index, line_no, data)
-                    index += 1
-            except (OSError, EOFError) as exc:
-                raise InputError(f"cannot be read: {exc}", file=shown) from None
+        with _open_binary(self.path, self.name) as f:
+            yield from _jsonl_rows(f, self.name)
+
+
+def _jsonl_rows(f: IO[bytes], shown: str) -> Iterator[Row]:
+    """Yield the rows of JSON Lines read from `f`, numbered from line 1; blank lines skipped."""
+    index = 0
+    offset = 0
+    try:
+        for line_no, raw in enumerate(f, 1):
+            start = offset
+            offset += len(raw)
+            if line_no == 1:
+                if raw.lstrip().startswith(b"["):
+                    raise InputError(
+                        "is a JSON array; squall reads JSON Lines, one object per line: "
+                        "convert it with `jq -c '.[]' in.json > in.jsonl`",
+                        file=shown,
+                        line=1,
+                    )
+                if raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                    start += 3
+            if not raw.strip():
+                continue
+            yield Row(index, line_no, _json_object(raw, line_no, start, shown))
+            index += 1
+    except (OSError, EOFError) as exc:
+        raise InputError(f"cannot be read: {exc}", file=shown) from None
+
+
+def _json_object(raw: bytes, line_no: int, start: int, shown: str) -> dict[str, Any]:
+    try:
+        data = jsoncodec.loads_fast(raw)
+    except ValueError:  # stdlib decides, and names the fault
+        text = _decode(raw, line_no, start, shown)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"is not valid JSON: {exc.msg} at column {exc.colno}",
+                file=shown,
+                line=line_no,
+            ) from None
+    if not isinstance(data, dict):
+        raise InputError(
+            f"is a JSON {_json_kind(data)}, not an object: each line must be "
+            'one row like {"prompt": "..."}',
+            file=shown,
+            line=line_no,
+        )
+    return data
+
+
+def _open_stream(stream: IO[bytes], *, fmt: str | None, name: str) -> StreamInput:
+    if fmt is not None and formats.format_named(fmt) != "jsonl":
+        raise InputError(
+            f"a stream is read as JSON Lines, not {fmt!r}: save it to a file with the right "
+            "extension to read another format",
+            file=name,
+        )
+    return StreamInput(stream, name=name)
+
+
+class StreamInput(InputSource):
+    """Rows of JSON Lines read once from a stream (standard input, a pipe, a file object).
+
+    `first_row()`, `columns()` and `is_batch` peek: the first row is kept and handed out
+    again by `rows()`, which may be called only once. The stream is not closed.
+    """
+
+    def __init__(self, stream: IO[bytes], *, name: str) -> None:
+        super().__init__(name)
+        self._reader = _jsonl_rows(stream, name)
+        self._started = False  # rows() was called
+        self._consumed = False  # the stream is being read past a peek
+        self._peeked = False
+
+    def rows(self) -> Iterator[Row]:
+        """Return the rows, the first (if peeked) included; see `InputSource.rows`.
+
+        Raises:
+            InputError: called a second time: a stream can be read only once.
+        """
+        if self._started:
+            raise InputError(
+                "is a stream and was already read: it can be read only once; save it to a "
+                "file to read it again",
+                file=self.name,
+            )
+        self._started = True
+        return super().rows()
+
+    def first_row(self) -> Row:
+        """Return the first row, read from the stream once and kept for `rows()`.
+
+        Raises:
+            InputError: the stream has no rows, or the first cannot be read.
+        """
+        if self._first is None:
+            if self._consumed:  # rows() read the stream to its end and found no row
+                raise self._empty_error()
+            self._peeked = True
+            self._first = next(self._reader, None)
+            if self._first is None:
+                raise self._empty_error()
+        return self._first
+
+    def _read(self) -> Iterator[Row]:
+        self._consumed = True
+        if self._peeked:
+            if self._first is None:
+                return
+            yield self._first
+        else:
+            for row in self._reader:  # kept, so first_row() still answers once rows() began
+                self._first = row
+                yield row
+                break
+        yield from self._reader
 
 
 def _json_kind(value: Any) -> str:

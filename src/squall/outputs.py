@@ -3,7 +3,8 @@
 Writers write to `<path>.partial` and rename it onto `<path>` only on `close()`, so a crash
 never leaves a half-written file under the output's name; `abort()` removes the partial file.
 
-Normal format: the input's fields, then `OUTPUT_FIELDS`. An input field that shares a name
+Normal format: the input's fields, then the operation's output columns (chat:
+`squall.records.OUTPUT_FIELDS`). An input field that shares a name
 with an output field is kept as `input_<name>`. JSONL keeps types; CSV writes text (the
 `error` column as JSON); Parquet stores nested values and the `error` column as JSON text,
 and a column whose values mix types as text.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import json
 import os
 import pickle
@@ -24,41 +24,43 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from . import jsoncodec
+from . import formats, jsoncodec, openai_batch
 from .errors import MissingExtraError, OutputError
-from .records import OUTPUT_FIELDS, Row, RowResult, RowState
+from .formats import FORMATS
+from .operations import CHAT, Operation
+from .records import Row, RowResult, RowState
 
-FORMATS = ("jsonl", "csv", "tsv", "parquet")
-"""The output formats `open_writer` writes."""
+__all__ = [
+    "FORMATS",
+    "PARQUET_BATCH_ROWS",
+    "BatchJsonlWriter",
+    "CsvWriter",
+    "JsonlWriter",
+    "OutputWriter",
+    "ParquetWriter",
+    "merge_fields",
+    "open_writer",
+]
 
 PARQUET_BATCH_ROWS = 4096
 """Rows per Parquet row group and per spooled batch."""
 
-_EXTENSIONS = {
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
-_FMT_ALIASES = {"ndjson": "jsonl", "json": "jsonl", "jsonlines": "jsonl"}
-_OUTPUT_SET = frozenset(OUTPUT_FIELDS)
-_EMPTY_FIELDS = RowResult(index=0, state=RowState.PENDING).output_fields()
 _WHAT_NEXT = (
     "the journal still holds every answer, so rerunning with a writable output path "
     "writes the file without sending anything again"
 )
 
 
-def open_writer(path: str | Path, *, batch: bool, fmt: str | None = None) -> OutputWriter:
+def open_writer(
+    path: str | Path, *, batch: bool, fmt: str | None = None, operation: Operation = CHAT
+) -> OutputWriter:
     """Return a writer for `path`, its format from the extension unless `fmt` is given.
 
     Args:
         path: the output file; its directory is created if missing.
         batch: write OpenAI Batch API output lines (the input was batch lines); JSONL only.
         fmt: "jsonl", "csv", "tsv" or "parquet", overriding the extension.
+        operation: the request kind answered, which names the output columns.
 
     Raises:
         OutputError: the format is unknown, batch output is asked for in another format than
@@ -68,26 +70,26 @@ def open_writer(path: str | Path, *, batch: bool, fmt: str | None = None) -> Out
     path = Path(path)
     kind = _format_of(path, fmt)
     if batch:
-        if kind != "jsonl":
+        if not formats.holds_batch_lines(kind):
             raise OutputError(
                 f"{path}: the input is OpenAI batch lines, so the output is Batch API output "
                 "lines, which only JSONL holds: name the output .jsonl"
             )
-        return BatchJsonlWriter(path)
+        return BatchJsonlWriter(path, operation=operation)
     if kind == "parquet":
-        return ParquetWriter(path)
-    if kind in ("csv", "tsv"):
-        return CsvWriter(path, delimiter="\t" if kind == "tsv" else ",")
-    return JsonlWriter(path)
+        return ParquetWriter(path, operation=operation)
+    if kind in formats.DELIMITERS:
+        return CsvWriter(path, delimiter=formats.DELIMITERS[kind], operation=operation)
+    return JsonlWriter(path, operation=operation)
 
 
 def _format_of(path: Path, fmt: str | None) -> str:
     if fmt is not None:
-        kind = _FMT_ALIASES.get(fmt.lower().lstrip("."), fmt.lower().lstrip("."))
-        if kind not in FORMATS:
+        kind = formats.format_named(fmt)
+        if kind is None:
             raise OutputError(f"unknown output format {fmt!r}: use one of {', '.join(FORMATS)}")
         return kind
-    found = _EXTENSIONS.get(path.suffix.lower())
+    found = formats.format_of_path(path)
     if found is None:
         raise OutputError(
             f"{path}: cannot tell the output format from the extension: name it .jsonl, .csv, "
@@ -96,20 +98,36 @@ def _format_of(path: Path, fmt: str | None) -> str:
     return found
 
 
-def merge_fields(data: Mapping[str, Any], result: RowResult | None) -> dict[str, Any]:
-    """Return the output row: the input's fields (clashes renamed `input_<name>`), then squall's."""
-    fields = result.output_fields() if result is not None else _EMPTY_FIELDS
-    if _OUTPUT_SET.isdisjoint(data):
+def merge_fields(
+    data: Mapping[str, Any], result: RowResult | None, operation: Operation = CHAT
+) -> dict[str, Any]:
+    """Return the output row: the input's fields (clashes renamed `input_<name>`), then the
+    operation's output columns (empty ones when `result` is None)."""
+    columns, empty = _output_shape(operation)
+    fields = operation.output_fields(result) if result is not None else empty
+    if columns.isdisjoint(data):
         return {**data, **fields}
     merged: dict[str, Any] = {}
     for key, value in data.items():
-        if key in _OUTPUT_SET:
+        if key in columns:
             key = "input_" + key
             while key in data or key in merged:
                 key = "input_" + key
         merged[key] = value
     merged.update(fields)
     return merged
+
+
+def _output_shape(operation: Operation) -> tuple[frozenset[str], dict[str, Any]]:
+    # Worked out once per operation: merge_fields runs for every row written.
+    shape = _SHAPES.get(operation.name)
+    if shape is None:
+        empty = operation.output_fields(RowResult(index=0, state=RowState.PENDING))
+        shape = _SHAPES[operation.name] = (frozenset(operation.output_columns), empty)
+    return shape
+
+
+_SHAPES: dict[str, tuple[frozenset[str], dict[str, Any]]] = {}
 
 
 class OutputWriter(ABC):
@@ -119,8 +137,9 @@ class OutputWriter(ABC):
     aborts (the partial file is removed; the journal keeps the answers).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, operation: Operation = CHAT) -> None:
         self.path = path
+        self.operation = operation
         self.partial_path = path.with_name(path.name + ".partial")
         self.rows_written = 0
         self._closed = False
@@ -233,13 +252,13 @@ def _dumps(value: Any) -> str:
 class JsonlWriter(OutputWriter):
     """One JSON object per line: the input row's fields then squall's."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, *, operation: Operation = CHAT) -> None:
+        super().__init__(path, operation=operation)
         self._f = self._open_binary()
 
     def _write(self, row: Row, result: RowResult | None) -> None:
         # dumps_line writes NaN as null itself (pandas' missing value is not JSON), nested too.
-        self._f.write(jsoncodec.dumps_line(merge_fields(row.data, result)) + b"\n")
+        self._f.write(jsoncodec.dumps_line(merge_fields(row.data, result, self.operation)) + b"\n")
 
     def _finish(self) -> None:
         self._f.flush()
@@ -253,12 +272,13 @@ class JsonlWriter(OutputWriter):
 class BatchJsonlWriter(OutputWriter):
     """OpenAI Batch API output lines, one per input batch line, in input order."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, *, operation: Operation = CHAT) -> None:
+        super().__init__(path, operation=operation)
         self._f = self._open_binary()
 
     def _write(self, row: Row, result: RowResult | None) -> None:
-        self._f.write(jsoncodec.dumps_line(batch_output_line(row, result)) + b"\n")
+        line = openai_batch.output_line(row, result, self.operation)
+        self._f.write(jsoncodec.dumps_line(line) + b"\n")
 
     def _finish(self) -> None:
         self._f.flush()
@@ -267,70 +287,6 @@ class BatchJsonlWriter(OutputWriter):
 
     def _release(self) -> None:
         self._f.close()
-
-
-def batch_output_line(row: Row, result: RowResult | None) -> dict[str, Any]:
-    """Return the OpenAI Batch API output object for one batch input line and its result."""
-    custom_id = row.data.get("custom_id")
-    seed = f"{row.index}\x00{custom_id}".encode("utf-8", "surrogatepass")
-    line_id = "batch_req_" + hashlib.blake2b(seed, digest_size=12).hexdigest()
-    out: dict[str, Any] = {"id": line_id, "custom_id": custom_id, "response": None, "error": None}
-    if result is None or result.state in (RowState.PENDING, RowState.SENT):
-        out["error"] = {
-            "code": "not_completed",
-            "message": "squall has no answer for this line yet: rerun to resume the run",
-        }
-        return out
-    if result.state == RowState.DONE:
-        body = _completion_body(result)
-        request_id = body.get("id") if isinstance(body.get("id"), str) else None
-        out["response"] = {
-            "status_code": 200,
-            "request_id": request_id or line_id.replace("batch_req_", "req_"),
-            "body": body,
-        }
-        return out
-    error = result.error
-    code = error.type if error is not None else "failed"
-    message = error.message if error is not None else "the request failed"
-    if error is not None and error.status is not None:
-        out["response"] = {
-            "status_code": error.status,
-            "request_id": line_id.replace("batch_req_", "req_"),
-            "body": {"error": {"message": message, "type": code, "param": None, "code": None}},
-        }
-    out["error"] = {"code": code, "message": message}
-    return out
-
-
-def _completion_body(result: RowResult) -> dict[str, Any]:
-    if result.raw:
-        try:
-            body = jsoncodec.loads(result.raw.encode("utf-8", "surrogatepass"))
-        except ValueError:
-            body = None
-        if isinstance(body, dict):
-            return body
-    # No raw body was kept: rebuild the parts of a chat completion squall recorded.
-    usage = None
-    if result.prompt_tokens is not None or result.completion_tokens is not None:
-        prompt, completion = result.prompt_tokens or 0, result.completion_tokens or 0
-        usage = {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        }
-    return {
-        "object": "chat.completion",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": result.response},
-                "finish_reason": result.finish_reason,
-            }
-        ],
-        "usage": usage,
-    }
 
 
 def _cell(value: Any) -> Any:
@@ -350,8 +306,8 @@ class CsvWriter(OutputWriter):
     rebuilt on close with every column, so no value is dropped.
     """
 
-    def __init__(self, path: Path, *, delimiter: str = ",") -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, *, delimiter: str = ",", operation: Operation = CHAT) -> None:
+        super().__init__(path, operation=operation)
         self.delimiter = delimiter
         self._f = self._open_text()
         self._writer = csv.writer(self._f, delimiter=delimiter)
@@ -360,7 +316,7 @@ class CsvWriter(OutputWriter):
         self._spool: IO[bytes] | None = None
 
     def _write(self, row: Row, result: RowResult | None) -> None:
-        merged = merge_fields(row.data, result)
+        merged = merge_fields(row.data, result, self.operation)
         if self._header is None:
             self._header = list(merged)
             self._columns = dict.fromkeys(merged)
@@ -387,7 +343,7 @@ class CsvWriter(OutputWriter):
 
     def _finish(self) -> None:
         if self._header is None:  # no rows: still write the columns squall adds
-            self._writer.writerow(OUTPUT_FIELDS)
+            self._writer.writerow(self.operation.output_columns)
         if self._spool is not None:
             self._rebuild()
         self._f.flush()
@@ -443,13 +399,13 @@ class ParquetWriter(OutputWriter):
     values mix types is stored as text, nested values and `error` as JSON text.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, operation: Operation = CHAT) -> None:
         try:
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
             raise MissingExtraError("Writing Parquet", "parquet", "pyarrow") from None
-        super().__init__(path)
+        super().__init__(path, operation=operation)
         self._pa = pa
         self._pq = pq
         try:
@@ -467,7 +423,7 @@ class ParquetWriter(OutputWriter):
         self._types: dict[str, set[Any]] = {}  # arrow types inferred for other objects
 
     def _write(self, row: Row, result: RowResult | None) -> None:
-        self._batch.append(merge_fields(row.data, result))
+        self._batch.append(merge_fields(row.data, result, self.operation))
         if len(self._batch) >= PARQUET_BATCH_ROWS:
             self._flush_batch()
 
@@ -513,8 +469,8 @@ class ParquetWriter(OutputWriter):
 
     def _arrow_type(self, name: str, kinds: set[type]) -> Any:
         pa = self._pa
-        fixed = _OUTPUT_TYPES.get(name)
-        if fixed is not None and kinds <= _OUTPUT_KINDS[name]:
+        fixed = self.operation.output_types.get(name)
+        if fixed is not None and kinds <= _ARROW_KINDS[fixed]:
             return getattr(pa, fixed)()
         if not kinds or kinds == {str}:
             return pa.string()
@@ -536,7 +492,7 @@ class ParquetWriter(OutputWriter):
         if self._batch:
             self._flush_batch()
         if not self._columns:  # no rows: still write the columns squall adds
-            self._columns = dict.fromkeys(OUTPUT_FIELDS)
+            self._columns = dict.fromkeys(self.operation.output_columns)
         schema = self._schema()
         self._spool.seek(0)
         writer = self._pq.ParquetWriter(self.partial_path, schema)
@@ -568,25 +524,11 @@ class ParquetWriter(OutputWriter):
 
 
 _PLAIN_KINDS: set[type] = {str, bool, int, float, bytes, dict, list}
-_OUTPUT_TYPES = {
-    "response": "string",
-    "finish_reason": "string",
-    "endpoint": "string",
-    "error": "string",
-    "prompt_tokens": "int64",
-    "completion_tokens": "int64",
-    "attempts": "int64",
-    "latency_s": "float64",
-}
-_OUTPUT_KINDS: dict[str, set[type]] = {
-    "response": {str},
-    "finish_reason": {str},
-    "endpoint": {str},
-    "error": {str},
-    "prompt_tokens": {int},
-    "completion_tokens": {int},
-    "attempts": {int},
-    "latency_s": {int, float},
+# The Python values each fixed output column type holds (an operation's `output_types`).
+_ARROW_KINDS: dict[str, set[type]] = {
+    "string": {str},
+    "int64": {int},
+    "float64": {int, float},
 }
 
 

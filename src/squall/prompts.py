@@ -1,9 +1,9 @@
-"""Chat-completion requests built from input rows, and the fingerprints that spot changes.
+"""Requests built from input rows, and the fingerprints that spot changes.
 
-A row's prompt comes from, in this order: its own body when the input is OpenAI batch lines;
-the template when one is given (`str.format` fields name columns: "计算 {expression} 的结果");
-the row's `messages` (a list of {role, content}, or that list as JSON text); the row's
-`prompt` string, sent as one user message.
+A row's request comes from its own body when the input is OpenAI batch lines, else from the
+template when one is given (`str.format` fields name columns: "计算 {expression} 的结果"),
+else from the row's own fields as the operation reads them (chat: `messages`, then
+`prompt`; see squall.operations.chat).
 """
 
 from __future__ import annotations
@@ -15,21 +15,31 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import jsoncodec
+from . import jsoncodec, openai_batch, operations
 from .errors import ConfigError, InputError, JournalError
+from .operations import CHAT, Operation, RequestSettings
+from .operations.chat import ROLES, check_messages, list_columns
 from .records import RequestSpec, Row
-from .tokens import estimate_tokens
 
-CHAT_COMPLETIONS_URL = "/v1/chat/completions"
-"""The only batch-line `url` squall sends."""
+CHAT_COMPLETIONS_URL = CHAT.batch_url
+"""The chat operation's batch-line `url` (see squall.operations for every one)."""
 
-ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-"""Message roles squall passes through."""
+_RESERVED_PARAMS = {"model": "set the model with --model or in the endpoint's config"}
 
-_RESERVED_PARAMS = {
-    "model": "set the model with --model or in the endpoint's config",
-    "messages": "the prompt comes from the rows (or --template)",
-}
+__all__ = [
+    "CHAT_COMPLETIONS_URL",
+    "ROLES",
+    "ROW_FINGERPRINT",
+    "RequestBuilder",
+    "SettingsFingerprint",
+    "check_messages",
+    "check_template",
+    "fingerprint",
+    "fingerprint_v1",
+    "row_fingerprinter",
+    "settings_fingerprint",
+    "template_fields",
+]
 
 
 ROW_FINGERPRINT = "2"
@@ -183,7 +193,7 @@ def _missing_field(
         hint = " If the braces were meant literally (as in JSON), double them: {{ and }}."
     return InputError(
         f"the template uses {{{field}}} but the row has no such column; columns: "
-        f"{_list_columns(columns)}.{hint}",
+        f"{list_columns(columns)}.{hint}",
         file=source_name,
         line=line,
         field=field,
@@ -191,7 +201,11 @@ def _missing_field(
 
 
 class RequestBuilder:
-    """Turns rows into chat-completion request bodies (without `model`)."""
+    """Turns rows into request bodies (without `model`) of one operation (chat by default).
+
+    The generic part lives here: settings checked once, the template rendered, batch lines
+    read through `squall.openai_batch`; the operation builds the body from that.
+    """
 
     def __init__(
         self,
@@ -202,17 +216,21 @@ class RequestBuilder:
         temperature: float | None,
         params: Mapping[str, Any],
         source_name: str,
+        operation: Operation | str = "chat",
     ) -> None:
         """Check the settings once, so `build` stays fast.
 
         Raises:
-            ConfigError: the template is malformed, or `params` sets `model` or `messages`.
+            ConfigError: the template is malformed, `params` sets `model` or a field the
+                operation fills itself (chat: `messages`), or the operation is unknown.
         """
-        for key, why in _RESERVED_PARAMS.items():
+        op = operations.operation(operation) if isinstance(operation, str) else operation
+        for key, why in {**_RESERVED_PARAMS, **op.reserved_params}.items():
             if key in params:
                 raise ConfigError(f"params may not set {key!r}: {why}")
         if template is not None:
             template_fields(template)
+        self.operation = op
         self.template = template
         self.system = system
         self.source_name = source_name
@@ -222,7 +240,7 @@ class RequestBuilder:
         if temperature is not None:
             extras["temperature"] = temperature
         self._extras = extras
-        self._system_message = {"role": "system", "content": system} if system else None
+        self._settings = RequestSettings(system=system, extras=extras, source_name=source_name)
 
     def build(self, row: Row, *, batch: bool) -> RequestSpec:
         """Return the request for `row`; `batch` says the input is OpenAI batch lines.
@@ -231,32 +249,13 @@ class RequestBuilder:
             InputError: the row has no usable prompt; the message names the file, line and
                 field, and what to do.
         """
-        data = row.data
         if batch:
             return self._build_batch(row)
-        if self.template is not None:
-            messages: list[dict[str, Any]] = [{"role": "user", "content": self._render(row)}]
-        elif data.get("messages") is not None:
-            messages = self._row_messages(row)
-        elif "prompt" in data:
-            messages = [{"role": "user", "content": self._row_prompt(row)}]
-        else:
-            raise InputError(
-                f"has no prompt: give each row a 'prompt' or 'messages' field, or pass "
-                f"--template to build one from the columns ({_list_columns(data)}), e.g. "
-                f"--template '{_example_template(data)}'",
-                file=self.source_name,
-                line=row.line,
-            )
-        system = self._system_message
-        if system is not None and messages[0].get("role") != "system":
-            messages = [system, *messages]
-        body: dict[str, Any] = {"messages": messages, **self._extras}
+        op = self.operation
+        text = self._render(row) if self.template is not None else None
+        body = op.build(row, text, self._settings)
         return RequestSpec(
-            index=row.index,
-            line=row.line,
-            body=body,
-            est_prompt_tokens=estimate_tokens(messages),
+            index=row.index, line=row.line, body=body, est_prompt_tokens=op.estimate_tokens(body)
         )
 
     def settings_fingerprint(self, model: str | None) -> SettingsFingerprint:
@@ -300,138 +299,18 @@ class RequestBuilder:
             line=row.line,
         )
 
-    def _row_prompt(self, row: Row) -> str:
-        prompt = row.data["prompt"]
-        if not isinstance(prompt, str):
-            what = "null" if prompt is None else f"a {type(prompt).__name__}"
-            raise InputError(
-                f"prompt is {what}, not text: give text, or use --template '{{prompt}}' to "
-                "format it",
-                file=self.source_name,
-                line=row.line,
-                field="prompt",
-            )
-        if not prompt.strip():
-            raise InputError(
-                "prompt is empty: give the row some text, or remove it",
-                file=self.source_name,
-                line=row.line,
-                field="prompt",
-            )
-        return prompt
-
-    def _row_messages(self, row: Row) -> list[dict[str, Any]]:
-        messages = row.data["messages"]
-        if isinstance(messages, str):
-            # CSV cells hold text: accept the messages list written as JSON.
-            try:
-                messages = json.loads(messages)
-            except json.JSONDecodeError as exc:
-                raise InputError(
-                    f"messages is text that is not JSON ({exc.msg} at column {exc.colno}): "
-                    'give a JSON list like [{"role": "user", "content": "..."}]',
-                    file=self.source_name,
-                    line=row.line,
-                    field="messages",
-                ) from None
-        return check_messages(messages, source_name=self.source_name, line=row.line)
-
     def _build_batch(self, row: Row) -> RequestSpec:
-        data = row.data
-
-        def fail(message: str, field: str) -> InputError:
-            return InputError(message, file=self.source_name, line=row.line, field=field)
-
-        url = data.get("url")
-        if url != CHAT_COMPLETIONS_URL:
-            raise fail(
-                f"url is {url!r}; squall sends only {CHAT_COMPLETIONS_URL} requests: remove "
-                "other lines or send them with another tool",
-                "url",
-            )
-        source = data.get("body")
-        if not isinstance(source, Mapping):
-            raise fail("body must be a JSON object", "body")
-        body = {**self._extras, **source}
-        model = body.pop("model", None)
-        if model is not None and not isinstance(model, str):
-            raise fail("body.model must be a string", "body.model")
-        if "messages" not in body:
-            raise fail(
-                "body has no messages: a chat-completion body needs a messages list",
-                "body.messages",
-            )
-        messages = check_messages(
-            body["messages"], source_name=self.source_name, line=row.line, field="body.messages"
-        )
-        system = self._system_message
-        if system is not None and messages[0].get("role") != "system":
-            messages = [system, *messages]
-        body["messages"] = messages
-        custom_id = data.get("custom_id")
+        op = self.operation
+        body, model = openai_batch.request_body(row, op, self._extras, self.source_name)
+        body = op.build_batch(row, body, self._settings)
         return RequestSpec(
             index=row.index,
             line=row.line,
             body=body,
-            est_prompt_tokens=estimate_tokens(messages),
-            custom_id=custom_id if isinstance(custom_id, str) else None,
+            est_prompt_tokens=op.estimate_tokens(body),
+            custom_id=openai_batch.custom_id_of(row.data),
             model=model,
         )
-
-
-def check_messages(
-    messages: Any,
-    *,
-    source_name: str | None = None,
-    line: int | None = None,
-    field: str = "messages",
-) -> list[dict[str, Any]]:
-    """Return `messages` after checking it is a non-empty list of {role, content} objects.
-
-    Raises:
-        InputError: naming the message's position and what is wrong with it.
-    """
-
-    def fail(message: str, field: str) -> InputError:
-        return InputError(message, file=source_name, line=line, field=field)
-
-    if not isinstance(messages, list) or not messages:
-        raise fail('must be a non-empty list like [{"role": "user", "content": "..."}]', field)
-    for i, message in enumerate(messages):
-        at = f"{field}[{i}]"
-        if not isinstance(message, dict):
-            raise fail("must be an object with role and content", at)
-        role = message.get("role")
-        if role not in ROLES:
-            raise fail(f"role is {role!r}: use one of {', '.join(sorted(ROLES))}", at)
-        content = message.get("content")
-        if isinstance(content, str):
-            if not content.strip() and role == "user":
-                raise fail("content is empty: give the message some text", at)
-        elif isinstance(content, list):
-            if not content:
-                raise fail("content is an empty list", at)
-        elif content is None:
-            if role != "assistant" or not message.get("tool_calls"):
-                raise fail("has no content", at)
-        else:
-            raise fail(f"content is a {type(content).__name__}: give text or a list of parts", at)
-    return messages
-
-
-def _list_columns(columns: Mapping[str, Any] | Sequence[str]) -> str:
-    names = list(columns)
-    if not names:
-        return "none"
-    shown = ", ".join(names[:20])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
-
-
-def _example_template(data: Mapping[str, Any]) -> str:
-    for name in data:
-        if isinstance(name, str) and name.isidentifier():
-            return f"... {{{name}}} ..."
-    return "... {column} ..."
 
 
 def _canonical(value: Any) -> str:

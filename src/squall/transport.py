@@ -1,5 +1,7 @@
-"""HTTP: send one chat completion, turn whatever comes back into a Completion or a typed error.
+"""HTTP: send one request, turn whatever comes back into a Completion or a typed error.
 
+What a request is (its URL path, how a 200 body is read) is the operation's
+(squall.operations); the error statuses, error bodies and headers are HTTP's, and stay here.
 This is the only module that knows HTTP statuses, header names and error body shapes
 (OpenAI's `{"error": {...}}`, `{"error": "..."}`, FastAPI's `{"detail": ...}`, plain text, a
 proxy's HTML). aiohttp was chosen over httpx by measurement (bench/overhead): at hundreds of
@@ -19,23 +21,21 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 
-from . import jsoncodec
 from .errors import (
     AuthError,
     BadRequest,
     ConnectionLost,
     ContentFiltered,
-    MalformedResponse,
     RateLimited,
     RequestError,
     RequestTimeout,
     ServerError,
 )
 from .limits import RateInfo, parse_duration
+from .operations import CHAT, Operation
 from .records import Completion
 from .redact import Redactor
 
@@ -60,13 +60,18 @@ class Target:
 
 
 def make_target(
-    base_url: str, api_key: str, *, timeout_s: float, extra_headers: Mapping[str, str]
+    base_url: str,
+    api_key: str,
+    *,
+    timeout_s: float,
+    extra_headers: Mapping[str, str],
+    operation: Operation = CHAT,
 ) -> Target:
-    """Return the Target for one key of an endpoint."""
+    """Return the Target for one key of an endpoint, posting to `operation`'s path."""
     headers = {"Content-Type": "application/json", **extra_headers}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    url = f"{base_url}/chat/completions"
+    url = base_url + operation.path
     return Target(
         url=url,
         headers=headers,
@@ -85,12 +90,23 @@ def proxy_for(url: str) -> str | None:
 
 
 class Transport:
-    """One aiohttp session for the run; `send` posts a body to a Target."""
+    """One aiohttp session for the run; `send` posts a body to a Target.
 
-    def __init__(self, *, max_connections: int, redactor: Redactor, keep_raw: bool) -> None:
+    A 200 body is read by the operation (chat by default); everything else is mapped here.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        redactor: Redactor,
+        keep_raw: bool,
+        operation: Operation = CHAT,
+    ) -> None:
         self._max_connections = max_connections
         self._redact = redactor
         self._keep_raw = keep_raw
+        self._parse = operation.parse  # bound once: it runs for every answer
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Transport:
@@ -142,40 +158,10 @@ class Transport:
             raise ConnectionLost(self._redact(f"{type(e).__name__}: {e}")) from None
         rate = parse_rate_headers(headers)
         if status == 200:
-            return self._parse_ok(raw), rate
+            return self._parse(raw, self._keep_raw, self._redact), rate
         error = self._error(status, raw, headers)
         error.rate = rate
         raise error
-
-    def _parse_ok(self, raw: bytes) -> Completion:
-        try:
-            data = jsoncodec.loads(raw)
-            choice = data["choices"][0]
-        except (ValueError, KeyError, IndexError, TypeError):
-            snippet = raw[:120].decode("utf-8", "replace")
-            raise MalformedResponse(
-                self._redact(f"the body is not a chat completion: {snippet!r}"), status=200
-            ) from None
-        if not isinstance(choice, dict):
-            raise MalformedResponse("the body's choices[0] is not an object", status=200)
-        message = choice.get("message") or {}
-        text = message.get("content") if isinstance(message, dict) else None
-        if text is None and "text" in choice:
-            text = choice["text"]
-        finish = choice.get("finish_reason")
-        if finish == "content_filter" and not text:
-            raise ContentFiltered("the provider filtered this content", status=200)
-        usage = data.get("usage")
-        if not isinstance(usage, dict):  # absent, null or junk: the answer still counts
-            usage = {}
-        return Completion(
-            text=text if isinstance(text, str) or text is None else json.dumps(text),
-            finish_reason=finish,
-            prompt_tokens=_int(usage.get("prompt_tokens")),
-            completion_tokens=_int(usage.get("completion_tokens")),
-            raw=raw.decode("utf-8", "replace") if self._keep_raw else None,
-            request_id=data.get("id") if isinstance(data.get("id"), str) else None,
-        )
 
     def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> RequestError:
         message, code = error_message(raw)
@@ -204,10 +190,6 @@ class Transport:
         if status >= 500:
             return ServerError(text, status=status)
         return BadRequest(text, status=status)
-
-
-def _int(v: Any) -> int | None:
-    return v if isinstance(v, int) else None
 
 
 def error_message(raw: bytes) -> tuple[str, str | None]:
