@@ -115,7 +115,7 @@ async def test_sent_is_on_disk_before_the_request_leaves(tmp_path: Path) -> None
     clock = FakeClock()
     path = tmp_path / "j.sqlite"
     jr = Journal.open(path, group_commits=True)
-    jr.check_settings("d", {}, input_name="t", row_fingerprint=2)
+    jr.check_settings("d", {}, input_name="t", row_fingerprint="2")
     jr.ingest((i, i + 1, f"fp{i}") for i in range(30))
     seen: list[int] = []
 

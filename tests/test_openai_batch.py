@@ -33,7 +33,7 @@ def test_a_batch_line_has_custom_id_url_and_body() -> None:
 def test_check_line_accepts_a_good_line_and_names_the_faulty_field() -> None:
     openai_batch.check_line(Row(0, 1, line()), "b.jsonl")
     openai_batch.check_line(Row(0, 1, {k: v for k, v in line().items() if k != "method"}), "b")
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"custom_id": ""}, "custom_id"),
         ({"custom_id": 7}, "custom_id"),
         ({"method": "GET"}, "method"),
