@@ -194,7 +194,7 @@ def target(sim: Simulator | str, key: str = KEY, timeout_s: float = 10.0) -> Tar
 
 async def failure(transport: Transport, t: Target, data: bytes | None = None) -> RequestError:
     with pytest.raises(RequestError) as info:
-        await transport.send(t, data or body())
+        await transport.post(t, data or body())
     return info.value
 
 
@@ -202,7 +202,7 @@ async def test_a_completion_is_parsed_with_usage_and_rate_headers(
     simulator: Factory, transport: Transport
 ) -> None:
     sim = simulator(SimConfig(keys=(SimKey(key=KEY, rpm=600),), send_ratelimit_headers=True))
-    completion, rate = await transport.send(target(sim), body("what is 2 + 3?"))
+    completion, rate = await transport.post(target(sim), body("what is 2 + 3?"))
     assert completion.text == expected_answer("what is 2 + 3?") == "5"
     assert completion.finish_reason == "stop"
     assert completion.prompt_tokens and completion.completion_tokens == 1
@@ -215,7 +215,7 @@ async def test_a_completion_is_parsed_with_usage_and_rate_headers(
 async def test_the_raw_body_is_kept_when_asked(simulator: Factory) -> None:
     sim = simulator()
     async with Transport(max_connections=2, redactor=Redactor([]), keep_raw=True) as t:
-        completion, rate = await t.send(target(sim), body())
+        completion, rate = await t.post(target(sim), body())
     assert completion.raw is not None and json.loads(completion.raw)["choices"]
     assert rate is None
 
@@ -224,7 +224,7 @@ async def test_a_length_cut_answer_reports_its_finish_reason(
     simulator: Factory, transport: Transport
 ) -> None:
     sim = simulator()
-    completion, _ = await transport.send(target(sim), body("tell me a long story", max_tokens=1))
+    completion, _ = await transport.post(target(sim), body("tell me a long story", max_tokens=1))
     assert completion.finish_reason == "length"
     assert completion.completion_tokens == 1
 
@@ -256,7 +256,7 @@ async def test_a_429_is_rate_limited_with_its_retry_after(
     simulator: Factory, transport: Transport, style: str
 ) -> None:
     sim = simulator(SimConfig(keys=(SimKey(key=KEY, rpm=6),), retry_after=style))  # type: ignore[arg-type]
-    await transport.send(target(sim), body())
+    await transport.post(target(sim), body())
     error = await failure(transport, target(sim))
     assert isinstance(error, RateLimited)
     assert error.status == 429
@@ -396,12 +396,12 @@ async def test_odd_success_bodies_are_malformed_not_a_crash(transport: Transport
     url = await serve_once(handle)
     t = target(url)
     assert isinstance(await failure(transport, t), MalformedResponse)
-    hi, _ = await transport.send(t, body())
+    hi, _ = await transport.post(t, body())
     assert hi.text == "hi" and hi.prompt_tokens is None and hi.request_id is None
-    legacy, _ = await transport.send(t, body())
+    legacy, _ = await transport.post(t, body())
     assert legacy.text == "legacy"
     assert isinstance(await failure(transport, t), ContentFiltered)
-    parts, _ = await transport.send(t, body())
+    parts, _ = await transport.post(t, body())
     assert parts.text is not None and "parts" in parts.text
 
 
@@ -431,7 +431,7 @@ async def test_a_hanging_server_is_a_timeout(simulator: Factory, transport: Tran
 
 async def test_rate_headers_travel_with_an_error(simulator: Factory, transport: Transport) -> None:
     sim = simulator(SimConfig(keys=(SimKey(key=KEY, rpm=6),), send_ratelimit_headers=True))
-    await transport.send(target(sim), body())
+    await transport.post(target(sim), body())
     error = await failure(transport, target(sim))
     assert isinstance(error, RateLimited)
     assert error.rate is not None and error.rate.limit_requests == 6
@@ -506,7 +506,7 @@ async def test_the_transport_reads_answers_through_its_operation() -> None:
     async with Transport(
         max_connections=2, redactor=Redactor([]), keep_raw=False, operation=echo
     ) as t:
-        done, _ = await t.send(
+        done, _ = await t.post(
             make_target(base, "", timeout_s=5, extra_headers={}, operation=echo), b'{"a": 1}'
         )
     assert done.text == '{"a": 1}' and done.finish_reason == "echo"

@@ -34,13 +34,11 @@ from .events import KeyStats, RunStats
 from .inputs import InputSource, open_input
 from .journal import Journal, JournalStats, discard
 from .journal_port import LocalJournal
-from .limits import RateInfo
 from .outputs import merge_fields, open_writer
 from .pool import EndpointPool, iter_keys
-from .ports import Lease
 from .progress import Mode, Progress
 from .prompts import ROW_FINGERPRINT, RequestBuilder, check_template, row_fingerprinter
-from .records import Completion, RequestSpec, Row, RowResult
+from .records import RequestSpec, Row, RowResult
 from .redact import Redactor
 from .retry import RetryPolicy
 from .tokens import estimate_tokens  # noqa: F401  # re-exported for users estimating by hand
@@ -263,17 +261,6 @@ def _targets(cfg: RunConfig) -> dict[str, Target]:
     }
 
 
-class _KeyedTransport:
-    """The engine's TransportPort: resolves a lease's key id to its Target, then sends."""
-
-    def __init__(self, transport: Transport, targets: Mapping[str, Target]) -> None:
-        self._send = transport.send
-        self._targets = targets
-
-    async def send(self, lease: Lease, body: bytes) -> tuple[Completion, RateInfo | None]:
-        return await self._send(self._targets[lease.key], body)
-
-
 class _Interrupts:
     """First Ctrl-C (or SIGTERM): stop sending and land what is in flight. Second: cut."""
 
@@ -431,11 +418,14 @@ async def arun(
             return cost_of(cfg.prices, model, pt, ct) or 0.0
 
         async with Transport(
-            max_connections=pool.max_in_flight, redactor=redactor, keep_raw=batch
+            max_connections=pool.max_in_flight,
+            redactor=redactor,
+            keep_raw=batch,
+            targets=_targets(pool_cfg),
         ) as transport:
             engine = Engine(
                 pool=pool,
-                transport=_KeyedTransport(transport, _targets(pool_cfg)),
+                transport=transport,
                 journal=LocalJournal(jr),
                 retry=RetryPolicy(cfg.retry, random.Random()),
                 clock=clock,

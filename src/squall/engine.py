@@ -194,9 +194,12 @@ class Engine:
                 return
             self._reserved += est
             self.stats.in_flight += 1
+            # The task leaves the set itself (in `_attempt`'s finally), not by a done
+            # callback: that would cost one more event-loop callback per request. A task
+            # cancelled before it started stays in the set, which only `cut()` and the end
+            # of `run()` do, and neither needs it gone.
             task = asyncio.ensure_future(self._attempt(item, lease, est))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
 
     def _over_cost_cap(self, est: float) -> bool:
         """True when sending a request estimated at `est` could pass --max-cost."""

@@ -15,42 +15,49 @@ from .journal import Journal
 from .records import Completion, ErrorInfo
 
 
+class _Commit(asyncio.Future[None]):
+    """The commit of one event-loop turn, awaited by every change made in that turn.
+
+    One future for all of them, not one each (a future per awaiter cost more than all of
+    this module's other work). It refuses to be cancelled: a task cancelled while it waits
+    would otherwise cancel it for every other awaiter. asyncio then cancels that task when
+    the commit lands, a moment later, in the same turn.
+    """
+
+    def cancel(self, msg: object = None) -> bool:
+        return False
+
+
 class LocalJournal:
     """A `JournalPort` that commits a local `Journal` once per event-loop turn."""
 
     def __init__(self, journal: Journal) -> None:
         self._journal = journal
-        # The awaiters of the commit this turn scheduled; None when none is scheduled. Each
-        # has its own future, so a cancelled awaiter cannot cancel the others' wait.
-        self._waiting: list[asyncio.Future[None]] | None = None
+        self._pending: _Commit | None = None  # the commit this turn scheduled, if any
         self._scheduled: asyncio.Handle | None = None
 
-    def _landed(self) -> asyncio.Future[None]:
-        """Return a future that resolves when this turn's commit lands."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        if self._waiting is None:
-            self._waiting = [fut]
+    def _landed(self) -> _Commit:
+        """Return the future that resolves when this turn's commit lands."""
+        pending = self._pending
+        if pending is None:
+            loop = asyncio.get_running_loop()
+            pending = self._pending = _Commit(loop=loop)
             self._scheduled = loop.call_soon(self._commit)
-        else:
-            self._waiting.append(fut)
-        return fut
+        return pending
 
     def _commit(self) -> None:
-        waiting, self._waiting = self._waiting or [], None
+        pending, self._pending = self._pending, None
         if self._scheduled is not None:
             self._scheduled.cancel()  # a no-op when it is this call; else flush() came first
             self._scheduled = None
         try:
             self._journal.commit()
         except BaseException as e:  # every change of the turn is lost: each awaiter is told
-            for fut in waiting:
-                if not fut.done():
-                    fut.set_exception(e)
+            if pending is not None:
+                pending.set_exception(e)
             return
-        for fut in waiting:
-            if not fut.done():
-                fut.set_result(None)
+        if pending is not None:
+            pending.set_result(None)
 
     async def mark_sent(self, index: int) -> None:
         """Record row `index` as sent; return once that is on disk."""

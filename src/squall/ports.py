@@ -16,16 +16,18 @@ that prove the ports can be swapped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from .errors import AuthError, ConnectionLost, RateLimited, RequestError
 from .limits import RateInfo
 from .records import Completion, ErrorInfo
 
 
-@dataclass(frozen=True, slots=True)
-class Lease:
+class Lease(NamedTuple):
     """A booked place on one key, handed back through `PoolPort.release_*`.
+
+    A NamedTuple, not a frozen dataclass: one is made per request, and a tuple is built
+    about five times faster (0.5 us against 2.9 us here), which `bench/overhead` sees.
 
     Attributes:
         key: the key's id in the pool (its label, e.g. "relay#2"); the transport resolves it
@@ -49,8 +51,7 @@ class Lease:
     pinned: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(NamedTuple):
     """Tokens an answer used, as the provider counted them (None: it did not say)."""
 
     prompt_tokens: int | None

@@ -36,6 +36,7 @@ from .errors import (
 )
 from .limits import RateInfo, parse_duration
 from .operations import CHAT, Operation
+from .ports import Lease
 from .records import Completion
 from .redact import Redactor
 
@@ -90,9 +91,12 @@ def proxy_for(url: str) -> str | None:
 
 
 class Transport:
-    """One aiohttp session for the run; `send` posts a body to a Target.
+    """One aiohttp session for the run: the engine's `TransportPort`.
 
-    A 200 body is read by the operation (chat by default); everything else is mapped here.
+    `send(lease, body)` resolves the lease's key id in `targets` (the table of URLs and
+    credentials built in the wiring, the only place where key ids meet secrets) and posts
+    `body` there; `post(target, body)` posts to a Target directly. A 200 body is read by the
+    operation (chat by default); everything else is mapped here.
     """
 
     def __init__(
@@ -102,7 +106,9 @@ class Transport:
         redactor: Redactor,
         keep_raw: bool,
         operation: Operation = CHAT,
+        targets: Mapping[str, Target] | None = None,
     ) -> None:
+        self._targets: Mapping[str, Target] = targets or {}
         self._max_connections = max_connections
         self._redact = redactor
         self._keep_raw = keep_raw
@@ -126,8 +132,16 @@ class Transport:
             await self._session.close()
             self._session = None
 
-    async def send(self, target: Target, body: bytes) -> tuple[Completion, RateInfo | None]:
-        """Post `body`; return the completion and the rate-limit headers.
+    async def send(self, lease: Lease, body: bytes) -> tuple[Completion, RateInfo | None]:
+        """Post `body` with the lease's key; return the completion and the rate-limit headers.
+
+        Raises:
+            RequestError: a subclass saying what went wrong (see squall.errors).
+        """
+        return await self.post(self._targets[lease.key], body)
+
+    async def post(self, target: Target, body: bytes) -> tuple[Completion, RateInfo | None]:
+        """Post `body` to `target`; return the completion and the rate-limit headers.
 
         Raises:
             RequestError: a subclass saying what went wrong (see squall.errors).
