@@ -101,8 +101,11 @@ def _format_of(path: Path, fmt: str | None) -> str:
 def merge_fields(
     data: Mapping[str, Any], result: RowResult | None, operation: Operation = CHAT
 ) -> dict[str, Any]:
-    """Return the output row: the input's fields (clashes renamed `input_<name>`), then the
-    operation's output columns (empty ones when `result` is None)."""
+    """Return the output row: the input's fields, then the operation's output columns.
+
+    An input field named like an output column is renamed `input_<name>`; the output columns
+    are empty when `result` is None.
+    """
     columns, empty = _output_shape(operation)
     fields = operation.output_fields(result) if result is not None else empty
     if columns.isdisjoint(data):
