@@ -71,6 +71,27 @@ def test_malformed_json_line_names_file_line_and_json_error(tmp_path: Path) -> N
     assert "column 16" in str(info.value)
 
 
+def test_malformed_jsonl_line_is_reported_at_the_column_of_its_fault(tmp_path: Path) -> None:
+    # A line cut short is at fault at its end (column 17 here), not at "column 1" of the
+    # empty text after its line break, where the JSON decoder would count from.
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"prompt": "a"}\n{"prompt": "abc"\r\n{"prompt": "b"}\n')
+    with pytest.raises(InputError) as info:
+        all_rows(open_input(path))
+    assert info.value.line == 2
+    assert "Expecting ',' delimiter at column 17 (the end of the line)" in str(info.value)
+    # Columns count characters, not bytes: the x after a three-byte character is column 17.
+    path.write_bytes(b'{"prompt": "\xe8\xae\xa1", x}\n')
+    with pytest.raises(InputError, match=r"line 1: .* at column 17$"):
+        all_rows(open_input(path))
+
+
+def test_unterminated_jsonl_string_is_named_as_such(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "in.jsonl", ['{"prompt": "abc'])
+    with pytest.raises(InputError, match=r"Unterminated string starting at column 12$"):
+        all_rows(open_input(path))
+
+
 def test_jsonl_line_that_is_not_an_object_is_an_error(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "in.jsonl", ['{"prompt": "a"}', "", '["a", "b"]'])
     with pytest.raises(InputError, match=r"line 3: is a JSON array, not an object") as info:

@@ -13,7 +13,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -160,7 +160,20 @@ class RunConfig(_Frozen):
 
 
 def expand_env(value: Any, env: Mapping[str, str], where: str = "") -> Any:
-    """Replace `${NAME}` (or `${NAME:-default}`) in every string inside `value`."""
+    """Replace `${NAME}` (or `${NAME:-default}`) in every string inside `value`.
+
+    Raises:
+        ConfigError: naming every unset variable, and where each is used.
+    """
+    missing: list[tuple[str, str]] = []
+    expanded = _expand(value, env, where, missing)
+    if missing:
+        raise ConfigError("; ".join(_unset_message(w, name) for w, name in missing))
+    return expanded
+
+
+def _expand(value: Any, env: Mapping[str, str], where: str, missing: list[tuple[str, str]]) -> Any:
+    """expand_env's walk: an unset variable is left as it is written and noted in `missing`."""
     if isinstance(value, str):
 
         def sub(m: re.Match[str]) -> str:
@@ -169,16 +182,21 @@ def expand_env(value: Any, env: Mapping[str, str], where: str = "") -> Any:
                 return env[name]
             if default is not None:
                 return default
-            raise ConfigError(
-                f"{where or 'config'}: ${{{name}}} is not set; put {name}=... in .env or export it"
-            )
+            missing.append((where, name))
+            return m.group(0)
 
         return _ENV_REF.sub(sub, value)
     if isinstance(value, list):
-        return [expand_env(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_expand(v, env, f"{where}[{i}]", missing) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: expand_env(v, env, f"{where}.{k}" if where else k) for k, v in value.items()}
+        return {
+            k: _expand(v, env, f"{where}.{k}" if where else k, missing) for k, v in value.items()
+        }
     return value
+
+
+def _unset_message(where: str, name: str) -> str:
+    return f"{where or 'config'}: ${{{name}}} is not set; put {name}=... in .env or export it"
 
 
 def read_environment(env_file: str | Path | None = None) -> dict[str, str]:
@@ -191,15 +209,30 @@ def read_environment(env_file: str | Path | None = None) -> dict[str, str]:
     return merged
 
 
-def _explain(err: ValidationError, source: str) -> ConfigError:
+def _explain(err: ValidationError, skip: Collection[str] = ()) -> list[str]:
+    """One line per fault; none for a fault under a setting in `skip` (where expand_env wrote)."""
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            lines.append(f"unknown setting {loc!r}: check its spelling (see README: Config)")
-        else:
+            lines.append(
+                f"unknown setting {loc!r}: check its spelling (see README: Run your own batch)"
+            )
+        elif not any(_under(_where(e["loc"]), where) for where in skip):
             lines.append(f"{loc}: {e['msg']}")
-    return ConfigError(f"{source}: " + "; ".join(lines))
+    return lines
+
+
+def _under(where: str, parent: str) -> bool:
+    return where == parent or where.startswith((f"{parent}.", f"{parent}["))
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """A pydantic location as expand_env writes it: endpoints[0].base_url."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
 
 
 def load(
@@ -215,38 +248,52 @@ def load(
     (a list of variable names), `rpm`, `tpm`, `concurrency`.
 
     Raises:
-        ConfigError: the file is unreadable, has unknown keys, or a variable is unset.
+        ConfigError: the file is unreadable, has unknown keys, or a variable is unset (every
+            unset variable and every bad setting in the file at once).
     """
     environ = dict(env) if env is not None else read_environment()
+    source = "defaults" if path is None else str(Path(path))
+    missing: list[tuple[str, str]] = []
     data: dict[str, Any] = {}
-    source = "defaults"
     if path is not None:
-        p = Path(path)
-        source = str(p)
-        try:
-            raw = p.read_bytes()
-        except OSError as e:
-            raise ConfigError(f"cannot read config {p}: {e.strerror or e}") from None
-        try:
-            data = tomllib.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"{p}: not UTF-8 at byte {e.start}; save it as UTF-8") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{p}: not valid TOML: {e}") from None
-        try:
-            data = expand_env(data, environ)
-        except ConfigError as e:
-            raise ConfigError(f"{p}: {e}") from None
+        data = _expand(_read_toml(Path(path)), environ, "", missing)
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
 
     # Environment sits under the file: it only fills what the file leaves out.
     if "model" not in data and environ.get("SQUALL_MODEL"):
         data["model"] = environ["SQUALL_MODEL"]
 
-    endpoint_flags = {k: flags.pop(k) for k in ("base_url", "key_env") if k in flags}
-    limit_flags = {k: flags.pop(k) for k in ("rpm", "tpm", "concurrency") if k in flags}
+    endpoint_flags = _take(flags, ("base_url", "key_env"))
+    limit_flags = _take(flags, ("rpm", "tpm", "concurrency"))
     data.update(flags)
+    _apply_endpoint_flags(data, endpoint_flags, environ)
+    _apply_limit_flags(data, limit_flags)
+    return _validate(data, source, missing)
 
+
+def _take(flags: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """Remove `names` from `flags` and return them."""
+    return {k: flags.pop(k) for k in names if k in flags}
+
+
+def _read_toml(p: Path) -> dict[str, Any]:
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {p}: {e.strerror or e}") from None
+    try:
+        data: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 at byte {e.start}; save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    return data
+
+
+def _apply_endpoint_flags(
+    data: dict[str, Any], endpoint_flags: Mapping[str, Any], environ: Mapping[str, str]
+) -> None:
+    """--base-url and --key-env (else the environment's base URL) as the one endpoint."""
     if "base_url" in endpoint_flags or not data.get("endpoints"):
         base_url = (
             endpoint_flags.get("base_url")
@@ -271,31 +318,37 @@ def load(
     elif "key_env" in endpoint_flags:
         raise ConfigError("--key-env needs --base-url (or set keys in the config's [[endpoints]])")
 
-    if limit_flags:
-        for ep in data.get("endpoints", []):
-            if "rpm" in limit_flags:
-                ep["rpm"] = limit_flags["rpm"]
-            if "tpm" in limit_flags:
-                ep["tpm"] = limit_flags["tpm"]
-            if "concurrency" in limit_flags:
-                ep["max_concurrency"] = limit_flags["concurrency"]
-            for k in ep.get("keys", []):
-                if isinstance(k, dict):
-                    for src, dst in (
-                        ("rpm", "rpm"),
-                        ("tpm", "tpm"),
-                        ("concurrency", "max_concurrency"),
-                    ):
-                        if src in limit_flags:
-                            k[dst] = limit_flags[src]
 
+def _apply_limit_flags(data: dict[str, Any], limit_flags: Mapping[str, Any]) -> None:
+    """--rpm, --tpm and --concurrency: on every endpoint, and on every key that sets its own."""
+    if not limit_flags:
+        return
+    for ep in data.get("endpoints", []):
+        for src, dst in _LIMIT_FLAGS:
+            if src in limit_flags:
+                ep[dst] = limit_flags[src]
+        for k in ep.get("keys", []):
+            if isinstance(k, dict):
+                for src, dst in _LIMIT_FLAGS:
+                    if src in limit_flags:
+                        k[dst] = limit_flags[src]
+
+
+def _validate(data: dict[str, Any], source: str, missing: list[tuple[str, str]]) -> RunConfig:
+    """Return `data` as a RunConfig, or raise one ConfigError naming every fault at once."""
     for i, ep in enumerate(data.get("endpoints", []) or []):
         if isinstance(ep, dict):
             ep.setdefault("name", f"endpoint{i + 1}")
+    faults = [_unset_message(where, name) for where, name in missing]
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as e:
-        raise _explain(e, source) from None
+        # A setting whose variable is unset is already reported as that: not also as a bad value.
+        unset = {where for where, _ in missing}
+        faults += _explain(e, skip=unset)
+        raise ConfigError(f"{source}: " + "; ".join(faults)) from None
+    if faults:
+        raise ConfigError(f"{source}: " + "; ".join(faults))
     names = [ep.name for ep in cfg.endpoints]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: endpoint names must differ, got {names}")
@@ -321,7 +374,7 @@ def with_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
     try:
         return RunConfig.model_validate({**fields, **given})
     except ValidationError as e:
-        raise _explain(e, "settings") from None
+        raise ConfigError("settings: " + "; ".join(_explain(e))) from None
 
 
 def require_endpoints(cfg: RunConfig) -> None:
