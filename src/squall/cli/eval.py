@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
-from typer.core import TyperGroup
 
 from ..config import RunConfig, load, require_endpoints
 from ..errors import ConfigError, InputChangedError, SquallError
-from .run import err, fail, out
+from .console import err, fail, out
+from .help import Command, Group
 
 if TYPE_CHECKING:
     from ..evals.runner import EvalResult, Progress
@@ -64,7 +64,7 @@ NoChart = Annotated[
 ]
 
 
-class _EvalGroup(TyperGroup):
+class _EvalGroup(Group):
     """`squall eval` whose first word, when not a sub-command, is the FILE of `eval file`."""
 
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(eval_app, name="eval")
 
 
-@eval_app.command("arithmetic")
+@eval_app.command("arithmetic", cls=Command)
 def arithmetic_cmd(
     base_url: BaseUrl = None,
     config: Config = None,
@@ -157,7 +157,7 @@ def arithmetic_cmd(
     _finish(result)
 
 
-@eval_app.command("file")
+@eval_app.command("file", cls=Command)
 def file_cmd(
     file: Annotated[Path, typer.Argument(help="Your set: .jsonl, .csv or .parquet.")],
     reference: Annotated[
