@@ -15,6 +15,7 @@ import pytest
 from cli_support import (
     arith_rows,
     assert_complete_output,
+    one_line,
     read_jsonl,
     run_squall,
     squall_cmd,
@@ -126,7 +127,7 @@ def test_simulate_with_config_keys_accepts_only_those_and_lists_them_masked(
     assert chat(sim.url, ANY_KEY) == 401
     assert sim.stop() == 0
     err = sim.stderr()
-    assert f"key {mask_key(DECLARED)}: rpm 600" in err
+    assert f"key 1 ({mask_key(DECLARED)}): rpm 600" in err
     assert DECLARED not in err
     assert "models: m1" in err
 
@@ -135,3 +136,21 @@ def test_simulate_with_a_bad_config_exits_2_and_names_the_field(tmp_path: Path) 
     res = run_squall("simulate", "--port", "0", "--config", '{"nope": 1}', cwd=tmp_path)
     assert res.returncode == 2
     assert "unknown field(s) ['nope']" in res.stderr
+
+
+def test_a_single_key_answering_401_says_no_key_is_left_not_other_keys(
+    tmp_path: Path, simulate: list[Simulate]
+) -> None:
+    config = json.dumps({"keys": [{"key": DECLARED, "dead": True}]})
+    sim = start(simulate, tmp_path, "--config", config)
+    write_jsonl(tmp_path / "in.jsonl", arith_rows(3))
+    res = run_squall(
+        "run", "in.jsonl", "-o", "out.jsonl", "--base-url", sim.url, "--model", "sim-model",
+        "--key-env", "MY_KEY", "--progress", "plain",
+        cwd=tmp_path,
+        env=user_env(MY_KEY=DECLARED),
+    )  # fmt: skip
+    assert res.returncode == 1, res.stderr
+    err = one_line(res.stderr)
+    assert "answered HTTP 401: removed from the pool; no key is left" in err
+    assert "other keys" not in err

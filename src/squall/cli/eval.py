@@ -63,6 +63,31 @@ NoChart = Annotated[
     bool, typer.Option("--no-chart", help="Skip accuracy.png (needs no matplotlib).")
 ]
 
+# `eval arithmetic`
+Count = Annotated[int, typer.Option("-n", help="How many expressions.")]
+Operands = Annotated[
+    int, typer.Option("--operands", help="Numbers per expression (the seed's set: 3).")
+]
+Seed = Annotated[int, typer.Option("--seed", help="Fixes the set of expressions.")]
+ItemTemplate = Annotated[
+    str | None,
+    typer.Option("--template", help="Prompt over the item, e.g. '计算 {expression} 的结果'."),
+]
+# `eval FILE`
+SetFile = Annotated[Path, typer.Argument(help="Your set: .jsonl, .csv or .parquet.")]
+Reference = Annotated[str, typer.Option("--reference", help="The column holding the right answer.")]
+Scorer = Annotated[str, typer.Option("--scorer", help="exact, number, contains, regex or json.")]
+Pattern = Annotated[
+    str | None,
+    typer.Option("--pattern", help="regex scorer: finds the answer (group 'answer' or 1)."),
+]
+Tolerance = Annotated[
+    float, typer.Option("--tolerance", help="number scorer: largest difference counted right.")
+]
+RowTemplate = Annotated[
+    str | None, typer.Option("--template", help="Prompt template over the row's columns.")
+]
+
 
 class _EvalGroup(Group):
     """`squall eval` whose first word, when not a sub-command, is the FILE of `eval file`."""
@@ -95,15 +120,10 @@ def arithmetic_cmd(
     config: Config = None,
     model: Models = None,
     key_env: KeyEnv = None,
-    n: Annotated[int, typer.Option("-n", help="How many expressions.")] = 1000,
-    operands: Annotated[
-        int, typer.Option("--operands", help="Numbers per expression (the seed's set: 3).")
-    ] = 3,
-    seed: Annotated[int, typer.Option("--seed", help="Fixes the set of expressions.")] = 0,
-    template: Annotated[
-        str | None,
-        typer.Option("--template", help="Prompt over the item, e.g. '计算 {expression} 的结果'."),
-    ] = None,
+    n: Count = 1000,
+    operands: Operands = 3,
+    seed: Seed = 0,
+    template: ItemTemplate = None,
     out_dir: Out = None,
     rpm: Rpm = None,
     tpm: Tpm = None,
@@ -159,27 +179,16 @@ def arithmetic_cmd(
 
 @eval_app.command("file", cls=Command)
 def file_cmd(
-    file: Annotated[Path, typer.Argument(help="Your set: .jsonl, .csv or .parquet.")],
-    reference: Annotated[
-        str, typer.Option("--reference", help="The column holding the right answer.")
-    ],
-    scorer: Annotated[
-        str, typer.Option("--scorer", help="exact, number, contains, regex or json.")
-    ] = "exact",
-    pattern: Annotated[
-        str | None,
-        typer.Option("--pattern", help="regex scorer: finds the answer (group 'answer' or 1)."),
-    ] = None,
-    tolerance: Annotated[
-        float, typer.Option("--tolerance", help="number scorer: largest difference counted right.")
-    ] = 1e-9,
+    file: SetFile,
+    reference: Reference,
+    scorer: Scorer = "exact",
+    pattern: Pattern = None,
+    tolerance: Tolerance = 1e-9,
     base_url: BaseUrl = None,
     config: Config = None,
     model: Models = None,
     key_env: KeyEnv = None,
-    template: Annotated[
-        str | None, typer.Option("--template", help="Prompt template over the row's columns.")
-    ] = None,
+    template: RowTemplate = None,
     out_dir: Out = None,
     rpm: Rpm = None,
     tpm: Tpm = None,

@@ -15,7 +15,7 @@ from . import help as h
 from .console import err, fail, out
 
 if TYPE_CHECKING:
-    from ..simulator import SimConfig, Simulator
+    from ..simulator import SimConfig, SimKey, Simulator
 
 CONFIG_HELP = (
     "Simulator settings: JSON text, a JSON file, or - for stdin. Default {}: any key, no "
@@ -71,18 +71,24 @@ def describe(url: str, config: SimConfig) -> list[str]:
     lines = [f"simulated provider (not a model) at {url}", f"models: {models}"]
     if not config.keys:
         lines.append("keys: any key is accepted, without limits")
-    for k in config.keys:
-        limits = ", ".join(
-            f"{name} {value}"
-            for name, value in (("rpm", k.rpm), ("tpm", k.tpm), ("concurrency", k.max_concurrency))
-            if value is not None
-        )
-        state = "dead (401)" if k.dead else "forbidden (403)" if k.forbidden else ""
-        lines.append(
-            f"key {k.masked}: " + (", ".join(x for x in (limits, state) if x) or "no limits")
-        )
+    lines += [_key_line(i, k) for i, k in enumerate(config.keys, 1)]
     lines.append("Ctrl-C stops it.")
     return lines
+
+
+def _key_line(position: int, key: SimKey) -> str:
+    limits = ", ".join(
+        f"{name} {value}"
+        for name, value in (
+            ("rpm", key.rpm),
+            ("tpm", key.tpm),
+            ("concurrency", key.max_concurrency),
+        )
+        if value is not None
+    )
+    state = "dead (401)" if key.dead else "forbidden (403)" if key.forbidden else ""
+    said = ", ".join(x for x in (limits, state) if x) or "no limits"
+    return f"key {position} ({key.masked}): {said}"
 
 
 def register(app: typer.Typer) -> None:
