@@ -2,12 +2,18 @@
 
 Built from the journal's totals (so `squall status JOURNAL` prints the same thing for a run that
 ended long ago) plus, when there is one, this session's live counters and key snapshots.
+
+`summarize()` builds the account from a journal's statistics; `run_status()` says what state
+the journal's last run is in; `status_summary()` does both for a journal file, read-only.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -15,6 +21,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .config import Price
+from .events import RunStats
+from .journal import Journal, JournalStats
 from .pool import KeyStats
 
 
@@ -53,6 +61,8 @@ class Summary:
     retries: int = 0
     in_flight_at_crash: int = 0
     """Rows found marked sent but unanswered when the journal was opened: may have been billed."""
+    in_flight: int = 0
+    """Rows sent and unanswered now: a live run's requests (set by `status_summary`)."""
     cut_in_flight: int = 0
     """Requests still in flight when this session's grace ran out."""
     prompt_tokens: int = 0
@@ -186,3 +196,148 @@ def failures_from(by_reason: Mapping[str, tuple[int, Sequence[int]]]) -> tuple[F
     """Return Failure entries, most frequent first, from {reason: (count, 0-based rows)}."""
     items = sorted(by_reason.items(), key=lambda kv: -kv[1][0])
     return tuple(Failure(r, c, tuple(i + 1 for i in rows[:5])) for r, (c, rows) in items)
+
+
+@dataclass(frozen=True, slots=True)
+class RunStatus:
+    """What state a journal's last run is in, and why (None when there is nothing to add)."""
+
+    status: str
+    """completed, stopped, interrupted or running; unknown when no run ever began."""
+    reason: str | None = None
+
+
+def run_status(stats: JournalStats, last_stop_reason: str | None, *, live: bool) -> RunStatus:
+    """Return the state of the journal's last run.
+
+    Args:
+        stats: the journal's statistics (its sessions and the rows SENT now).
+        last_stop_reason: why the last run stopped, as it recorded it ("" or None: no reason).
+        live: whether a run holds the journal now (`Journal.in_use_elsewhere()`).
+    """
+    last = stats.sessions[-1] if stats.sessions else None
+    if last is None:
+        return RunStatus("unknown")
+    if last.outcome is None and live:
+        return RunStatus("running", f"pid {last.pid}; {stats.sent} request(s) in flight now")
+    if last.outcome is None:
+        return RunStatus(
+            "interrupted",
+            f"its process died (kill -9, crash) with {stats.sent} request(s) in flight: "
+            "they may have been billed, and are sent again on resume",
+        )
+    if last.outcome == "completed":
+        return RunStatus("completed")
+    return RunStatus(last.outcome, last_stop_reason or None)
+
+
+def summarize(
+    stats: JournalStats,
+    cfg_prices: Mapping[str, Price],
+    models_by_endpoint: Mapping[str, str],
+    *,
+    status: str,
+    reason: str | None = None,
+    run: RunStats | None = None,
+    keys: tuple[KeyStats, ...] = (),
+    wall_s: float | None = None,
+    cut: int = 0,
+    journal: Path | None = None,
+    output: Path | None = None,
+) -> Summary:
+    """Return the account of a journal (plus this session's counters when given).
+
+    The cost is None ("unknown") when an endpoint's model has no price, or nothing was
+    answered and there is no price table at all.
+    """
+    return Summary(
+        status=status,
+        reason=reason,
+        total=stats.total,
+        done=stats.done,
+        failed=stats.failed,
+        pending=stats.total - stats.done - stats.failed,
+        failures=failures_from({k: (v.count, v.rows) for k, v in stats.failures.items()}),
+        requests_sent=stats.requests_sent,
+        retries=run.retries if run else 0,
+        in_flight_at_crash=stats.in_flight_at_open,
+        cut_in_flight=cut,
+        prompt_tokens=stats.prompt_tokens,
+        completion_tokens=stats.completion_tokens,
+        cost=_journal_cost(stats, cfg_prices, models_by_endpoint),
+        wall_s=wall_s if wall_s is not None else stats.wall_s,
+        done_this_session=run.done if run else stats.done,
+        keys=keys,
+        journal=str(journal) if journal else None,
+        output=str(output) if output else None,
+    )
+
+
+def _journal_cost(
+    stats: JournalStats, prices: Mapping[str, Price], models_by_endpoint: Mapping[str, str]
+) -> float | None:
+    if not stats.tokens_by_endpoint and not prices:
+        return None
+    cost = 0.0
+    for ep, usage in stats.tokens_by_endpoint.items():
+        c = cost_of(
+            prices, models_by_endpoint.get(ep), usage.prompt_tokens, usage.completion_tokens
+        )
+        if c is None:
+            return None
+        cost += c
+    return cost
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """What a run left in its journal's meta: its endpoints' models, prices and last stop."""
+
+    models: dict[str, str]
+    """Model name by endpoint name."""
+    prices: dict[str, Price]
+    last_stop_reason: str | None
+
+
+def read_run_record(jr: Journal) -> RunRecord:
+    """Return the models, prices and last stop reason a run stored in `jr` (empty if none).
+
+    Raises:
+        JournalError: the journal cannot be read.
+    """
+    models = json.loads(jr.get_meta("models") or "{}")
+    prices = json.loads(jr.get_meta("prices") or "{}")
+    return RunRecord(
+        models={str(k): str(v) for k, v in models.items()},
+        prices={str(k): Price(**v) for k, v in prices.items()},
+        last_stop_reason=jr.get_meta("last_stop_reason") or None,
+    )
+
+
+def status_summary(journal_path: Path) -> Summary:
+    """Return the account of the journal at `journal_path`, opened read-only.
+
+    Works while a run writes to it: then the status is "running", `in_flight` counts its
+    requests in flight and `in_flight_at_crash` is 0 (what is in flight is no crash's).
+
+    Raises:
+        JournalError: no journal there, or not a readable squall journal.
+    """
+    with Journal.open(journal_path, read_only=True) as jr:
+        stats = jr.statistics()
+        live = jr.in_use_elsewhere()
+        record = read_run_record(jr)
+    state = run_status(stats, record.last_stop_reason, live=live)
+    summary = summarize(
+        stats,
+        record.prices,
+        record.models,
+        status=state.status,
+        reason=state.reason,
+        journal=journal_path,
+    )
+    return dataclasses.replace(
+        summary,
+        in_flight=stats.sent,
+        in_flight_at_crash=0 if live else summary.in_flight_at_crash,
+    )

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import typer
 
+from .help import Group
+
 app = typer.Typer(
+    cls=Group,
     name="squall",
     help="Run batches of prompts through OpenAI-compatible endpoints: fast, within limits, "
     "losing nothing.",
@@ -21,13 +24,15 @@ app = typer.Typer(
 def _register() -> None:
     # Each module adds its commands to `app`; a module whose extras are missing still
     # registers, and says what to install when its command runs.
-    from . import eval as _eval
-    from . import run as _run
-    from . import serve as _serve
+    from . import demo, run, serve, simulate, status
+    from . import eval as eval_
 
-    _run.register(app)
-    _serve.register(app)
-    _eval.register(app)
+    run.register(app)
+    status.register(app)
+    simulate.register(app)
+    demo.register(app)
+    serve.register(app)
+    eval_.register(app)
 
 
 def main() -> None:

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
-from typer.core import TyperGroup
 
 from ..config import RunConfig, load, require_endpoints
 from ..errors import ConfigError, InputChangedError, SquallError
-from .run import err, fail, out
+from .console import err, fail, out
+from .help import Command, Group
 
 if TYPE_CHECKING:
     from ..evals.runner import EvalResult, Progress
@@ -63,8 +63,33 @@ NoChart = Annotated[
     bool, typer.Option("--no-chart", help="Skip accuracy.png (needs no matplotlib).")
 ]
 
+# `eval arithmetic`
+Count = Annotated[int, typer.Option("-n", help="How many expressions.")]
+Operands = Annotated[
+    int, typer.Option("--operands", help="Numbers per expression (the seed's set: 3).")
+]
+Seed = Annotated[int, typer.Option("--seed", help="Fixes the set of expressions.")]
+ItemTemplate = Annotated[
+    str | None,
+    typer.Option("--template", help="Prompt over the item, e.g. '计算 {expression} 的结果'."),
+]
+# `eval FILE`
+SetFile = Annotated[Path, typer.Argument(help="Your set: .jsonl, .csv or .parquet.")]
+Reference = Annotated[str, typer.Option("--reference", help="The column holding the right answer.")]
+Scorer = Annotated[str, typer.Option("--scorer", help="exact, number, contains, regex or json.")]
+Pattern = Annotated[
+    str | None,
+    typer.Option("--pattern", help="regex scorer: finds the answer (group 'answer' or 1)."),
+]
+Tolerance = Annotated[
+    float, typer.Option("--tolerance", help="number scorer: largest difference counted right.")
+]
+RowTemplate = Annotated[
+    str | None, typer.Option("--template", help="Prompt template over the row's columns.")
+]
 
-class _EvalGroup(TyperGroup):
+
+class _EvalGroup(Group):
     """`squall eval` whose first word, when not a sub-command, is the FILE of `eval file`."""
 
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
@@ -89,21 +114,16 @@ def register(app: typer.Typer) -> None:
     app.add_typer(eval_app, name="eval")
 
 
-@eval_app.command("arithmetic")
+@eval_app.command("arithmetic", cls=Command)
 def arithmetic_cmd(
     base_url: BaseUrl = None,
     config: Config = None,
     model: Models = None,
     key_env: KeyEnv = None,
-    n: Annotated[int, typer.Option("-n", help="How many expressions.")] = 1000,
-    operands: Annotated[
-        int, typer.Option("--operands", help="Numbers per expression (the seed's set: 3).")
-    ] = 3,
-    seed: Annotated[int, typer.Option("--seed", help="Fixes the set of expressions.")] = 0,
-    template: Annotated[
-        str | None,
-        typer.Option("--template", help="Prompt over the item, e.g. '计算 {expression} 的结果'."),
-    ] = None,
+    n: Count = 1000,
+    operands: Operands = 3,
+    seed: Seed = 0,
+    template: ItemTemplate = None,
     out_dir: Out = None,
     rpm: Rpm = None,
     tpm: Tpm = None,
@@ -157,29 +177,18 @@ def arithmetic_cmd(
     _finish(result)
 
 
-@eval_app.command("file")
+@eval_app.command("file", cls=Command)
 def file_cmd(
-    file: Annotated[Path, typer.Argument(help="Your set: .jsonl, .csv or .parquet.")],
-    reference: Annotated[
-        str, typer.Option("--reference", help="The column holding the right answer.")
-    ],
-    scorer: Annotated[
-        str, typer.Option("--scorer", help="exact, number, contains, regex or json.")
-    ] = "exact",
-    pattern: Annotated[
-        str | None,
-        typer.Option("--pattern", help="regex scorer: finds the answer (group 'answer' or 1)."),
-    ] = None,
-    tolerance: Annotated[
-        float, typer.Option("--tolerance", help="number scorer: largest difference counted right.")
-    ] = 1e-9,
+    file: SetFile,
+    reference: Reference,
+    scorer: Scorer = "exact",
+    pattern: Pattern = None,
+    tolerance: Tolerance = 1e-9,
     base_url: BaseUrl = None,
     config: Config = None,
     model: Models = None,
     key_env: KeyEnv = None,
-    template: Annotated[
-        str | None, typer.Option("--template", help="Prompt template over the row's columns.")
-    ] = None,
+    template: RowTemplate = None,
     out_dir: Out = None,
     rpm: Rpm = None,
     tpm: Tpm = None,

@@ -17,9 +17,11 @@ import typer
 from ..config import read_environment
 from ..errors import ConfigError, SquallError
 from ..serve.engines import plan_launch
+from ..serve.launch import Launch
 from ..serve.preflight import preflight
 from ..serve.spec import ServeSpec, check_name, load_yaml_spec, parse_engine, parse_lora
 from ..serve.supervisor import ServeOptions, supervise
+from .help import Command
 
 _DEFAULT_PORT = 8000
 _LOG_DIR = Path(".squall") / "serve"
@@ -98,94 +100,98 @@ def build_spec(
     return replace(spec, **changes)  # type: ignore[arg-type] # keys are ServeSpec fields
 
 
+ConfigArg = Annotated[
+    Path | None,
+    typer.Argument(help="LLaMA-Factory inference YAML (the seed's vllm_api.yaml works as is)."),
+]
+Engine = Annotated[
+    str | None,
+    typer.Option(
+        "--engine", "-e", help="vllm | llamafactory | llamacpp (YAML default: llamafactory)."
+    ),
+]
+Model = Annotated[
+    str | None, typer.Option("--model", "-m", help="Base model folder (GGUF file for llamacpp).")
+]
+Lora = Annotated[
+    list[str] | None,
+    typer.Option("--lora", help="Adapter as NAME=PATH (or PATH); repeat for several."),
+]
+Name = Annotated[
+    str | None, typer.Option(help="Model name of the base (LLaMA-Factory: of the merged model).")
+]
+Template = Annotated[
+    str | None, typer.Option(help="LLaMA-Factory chat template (qwen, smollm2, ...).")
+]
+InferBackend = Annotated[
+    str | None, typer.Option(help="LLaMA-Factory backend: huggingface | vllm | sglang.")
+]
+MaxConcurrent = Annotated[
+    int | None, typer.Option(help="LLaMA-Factory MAX_CONCURRENT (huggingface backend; default 4).")
+]
+Host = Annotated[str, typer.Option(help="Address the engine listens on.")]
+Port = Annotated[
+    int | None, typer.Option("--port", "-p", help="Port (default: $API_PORT, else 8000).")
+]
+Python = Annotated[str | None, typer.Option(help="Python of the venv the engine is installed in.")]
+EnvFile = Annotated[Path | None, typer.Option(help="Where API_KEY is read from (default ./.env).")]
+KeyEnv = Annotated[str, typer.Option(help="Variable holding the key the engine requires.")]
+NoKey = Annotated[
+    bool, typer.Option("--no-key", help="Serve without an API key: anyone on the port may use it.")
+]
+Timeout = Annotated[float, typer.Option(help="Seconds to wait for /v1/models to list every model.")]
+Log = Annotated[
+    Path | None, typer.Option(help="Engine log file (default .squall/serve/ENGINE-PORT.log).")
+]
+WriteEndpoints = Annotated[
+    Path | None, typer.Option(help="Also write the endpoints block (TOML) to this file.")
+]
+Probe = Annotated[bool, typer.Option(help="Prove each adapter changes greedy answers vs the base.")]
+RequireApplied = Annotated[
+    bool,
+    typer.Option(
+        "--require-applied", help="Stop (exit 1) if an adapter's answers all equal the base's."
+    ),
+]
+Check = Annotated[
+    bool, typer.Option("--check", help="Start, check, print the endpoints block, then stop.")
+]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Run the checks and print the command; start nothing.")
+]
+BaseCheck = Annotated[
+    bool, typer.Option(help="Refuse adapters whose adapter_config.json names another base.")
+]
+EngineArg = Annotated[
+    list[str] | None,
+    typer.Option(help="Extra flag for the engine's command line; repeat for several."),
+]
+
+
 def serve_command(
-    config: Annotated[
-        Path | None,
-        typer.Argument(help="LLaMA-Factory inference YAML (the seed's vllm_api.yaml works as is)."),
-    ] = None,
-    engine: Annotated[
-        str | None,
-        typer.Option(
-            "--engine", "-e", help="vllm | llamafactory | llamacpp (YAML default: llamafactory)."
-        ),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Base model folder (GGUF file for llamacpp)."),
-    ] = None,
-    lora: Annotated[
-        list[str] | None,
-        typer.Option("--lora", help="Adapter as NAME=PATH (or PATH); repeat for several."),
-    ] = None,
-    name: Annotated[
-        str | None,
-        typer.Option(help="Model name of the base (LLaMA-Factory: of the merged model)."),
-    ] = None,
-    template: Annotated[
-        str | None,
-        typer.Option(help="LLaMA-Factory chat template (qwen, smollm2, ...)."),
-    ] = None,
-    infer_backend: Annotated[
-        str | None,
-        typer.Option(help="LLaMA-Factory backend: huggingface | vllm | sglang."),
-    ] = None,
-    max_concurrent: Annotated[
-        int | None,
-        typer.Option(help="LLaMA-Factory MAX_CONCURRENT (huggingface backend; default 4)."),
-    ] = None,
-    host: Annotated[str, typer.Option(help="Address the engine listens on.")] = "127.0.0.1",
-    port: Annotated[
-        int | None,
-        typer.Option("--port", "-p", help="Port (default: $API_PORT, else 8000)."),
-    ] = None,
-    python: Annotated[
-        str | None,
-        typer.Option(help="Python of the venv the engine is installed in."),
-    ] = None,
-    env_file: Annotated[
-        Path | None,
-        typer.Option(help="Where API_KEY is read from (default ./.env)."),
-    ] = None,
-    key_env: Annotated[
-        str, typer.Option(help="Variable holding the key the engine requires.")
-    ] = "API_KEY",
-    no_key: Annotated[
-        bool,
-        typer.Option("--no-key", help="Serve without an API key: anyone on the port may use it."),
-    ] = False,
-    timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for /v1/models to list every model.")
-    ] = 900.0,
-    log: Annotated[
-        Path | None,
-        typer.Option(help="Engine log file (default .squall/serve/ENGINE-PORT.log)."),
-    ] = None,
-    write_endpoints: Annotated[
-        Path | None,
-        typer.Option(help="Also write the endpoints block (TOML) to this file."),
-    ] = None,
-    probe: Annotated[
-        bool, typer.Option(help="Prove each adapter changes greedy answers vs the base.")
-    ] = True,
-    require_applied: Annotated[
-        bool,
-        typer.Option(
-            "--require-applied", help="Stop (exit 1) if an adapter's answers all equal the base's."
-        ),
-    ] = False,
-    check: Annotated[
-        bool, typer.Option("--check", help="Start, check, print the endpoints block, then stop.")
-    ] = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Run the checks and print the command; start nothing.")
-    ] = False,
-    base_check: Annotated[
-        bool, typer.Option(help="Refuse adapters whose adapter_config.json names another base.")
-    ] = True,
-    engine_arg: Annotated[
-        list[str] | None,
-        typer.Option(help="Extra flag for the engine's command line; repeat for several."),
-    ] = None,
+    config: ConfigArg = None,
+    engine: Engine = None,
+    model: Model = None,
+    lora: Lora = None,
+    name: Name = None,
+    template: Template = None,
+    infer_backend: InferBackend = None,
+    max_concurrent: MaxConcurrent = None,
+    host: Host = "127.0.0.1",
+    port: Port = None,
+    python: Python = None,
+    env_file: EnvFile = None,
+    key_env: KeyEnv = "API_KEY",
+    no_key: NoKey = False,
+    timeout: Timeout = 900.0,
+    log: Log = None,
+    write_endpoints: WriteEndpoints = None,
+    probe: Probe = True,
+    require_applied: RequireApplied = False,
+    check: Check = False,
+    dry_run: DryRun = False,
+    base_check: BaseCheck = True,
+    engine_arg: EngineArg = None,
 ) -> None:
     """Serve a base model with LoRA adapters on vLLM, LLaMA-Factory or llama.cpp; prove them."""
     try:
@@ -204,25 +210,13 @@ def serve_command(
             engine_args=list(engine_arg or []),
             env=env,
         )
-        api_key: str | None = None
-        if not no_key:
-            api_key = env.get(key_env) or None
-            if api_key is None:
-                raise ConfigError(
-                    f"{key_env} is not set: put {key_env}=sk-... in .env (as the seed does) or "
-                    "export it, so the engine requires it; or pass --no-key to serve without one"
-                )
+        api_key = None if no_key else _api_key(env, key_env)
         for warning in preflight(spec, check_base=base_check, check_port=not dry_run):
             _say(f"warning: {warning}")
         log_path = log or _LOG_DIR / f"{spec.engine}-{spec.port}.log"
         launch = plan_launch(spec, python=python, api_key=api_key, workdir=log_path.parent)
         if dry_run:
-            for note in launch.notes:
-                _say(f"note: {note}")
-            _say(f"would start: {launch.display()}")
-            for path, text in launch.files.items():
-                if path not in launch.secret_files:
-                    _say(f"with {path}:\n{text.rstrip()}")
+            _show_plan(launch)
             return
         opts = ServeOptions(
             log_path=log_path,
@@ -238,6 +232,31 @@ def serve_command(
         raise _fail(e) from None
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+def _api_key(env: dict[str, str], key_env: str) -> str:
+    """Return the key the engine is to require, from `env` (.env read in) under `key_env`.
+
+    Raises:
+        ConfigError: `key_env` is not set.
+    """
+    api_key = env.get(key_env) or None
+    if api_key is None:
+        raise ConfigError(
+            f"{key_env} is not set: put {key_env}=sk-... in .env (as the seed does) or "
+            "export it, so the engine requires it; or pass --no-key to serve without one"
+        )
+    return api_key
+
+
+def _show_plan(launch: Launch) -> None:
+    """Print what `--dry-run` would start: notes, the command, and its files (no secrets)."""
+    for note in launch.notes:
+        _say(f"note: {note}")
+    _say(f"would start: {launch.display()}")
+    for path, text in launch.files.items():
+        if path not in launch.secret_files:
+            _say(f"with {path}:\n{text.rstrip()}")
 
 
 def finetune_example_command(
@@ -274,5 +293,5 @@ def finetune_example_command(
 
 def register(app: typer.Typer) -> None:
     """Add `serve` and `finetune-example` to `app`."""
-    app.command("serve", no_args_is_help=True)(serve_command)
-    app.command("finetune-example")(finetune_example_command)
+    app.command("serve", cls=Command, no_args_is_help=True)(serve_command)
+    app.command("finetune-example", cls=Command)(finetune_example_command)
