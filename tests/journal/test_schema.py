@@ -34,10 +34,11 @@ def test_fresh_journal_has_final_schema(path: Path) -> None:
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert tables == {"meta", "rows", "sessions"}
+        assert tables == {"meta", "rows", "sessions", "row_inputs"}
         columns = {r[1] for r in conn.execute("PRAGMA table_info(rows)")}
         assert {"idx", "line", "fingerprint", "state", "sent_count", "retryable", "raw"} <= columns
-        assert {"data", "body", "est_tokens", "row_model", "custom_id"} <= columns
+        inputs = {r[1] for r in conn.execute("PRAGMA table_info(row_inputs)")}
+        assert inputs == {"idx", "data", "body", "est_tokens", "row_model", "custom_id"}
     finally:
         conn.close()
 
@@ -100,10 +101,11 @@ def test_migrate_stops_at_upto(tmp_path: Path) -> None:
     try:
         assert migrate(conn, upto=1) == 1
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
-        assert "body" not in {r[1] for r in conn.execute("PRAGMA table_info(rows)")}
+        tables = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+        assert [r[0] for r in conn.execute(tables)] == ["meta", "rows", "sessions"]
         assert migrate(conn, upto=1) == 1
         assert migrate(conn) == SCHEMA_VERSION == 2
-        assert "body" in {r[1] for r in conn.execute("PRAGMA table_info(rows)")}
+        assert [r[0] for r in conn.execute(tables)] == ["meta", "row_inputs", "rows", "sessions"]
     finally:
         conn.close()
 

@@ -176,7 +176,9 @@ def test_ingest_of_200k_rows_stays_in_bounded_memory(journal: Journal) -> None:
 def stored(path: Path, index: int) -> tuple[object, ...]:
     with sqlite3.connect(path) as conn:
         got = conn.execute(
-            "SELECT data, body, est_tokens, row_model, custom_id FROM rows WHERE idx = ?", (index,)
+            "SELECT i.data, i.body, i.est_tokens, i.row_model, i.custom_id FROM rows r "
+            "LEFT JOIN row_inputs i ON i.idx = r.idx WHERE r.idx = ?",
+            (index,),
         ).fetchone()
     conn.close()
     return tuple(got)

@@ -4,7 +4,8 @@ The journal holds rows 0..known-1 and input rows come in index order, so every k
 a chunk is compared (by fingerprint) before the chunk's first new row is inserted: a changed
 input inserts nothing. A known row that matches but lacks its data or body (ingested by an
 older squall, or as a bare 3-tuple) has them filled in from an `IngestRow`; nothing else of a
-known row is touched, so a DONE row's answer stays as it is.
+known row is touched, so a DONE row's answer stays as it is. What sending and writing need
+lives in `row_inputs`, beside `rows` (see `schema.MIGRATIONS`).
 """
 
 from __future__ import annotations
@@ -25,18 +26,19 @@ IngestItem = tuple[int, int, str] | IngestRow
 Changed = Callable[[int, int, str], InputChangedError]
 """Makes the error for a changed input row: (index, line, why)."""
 
-_INSERT_BARE = "INSERT INTO rows (idx, line, fingerprint) VALUES (?, ?, ?)"
-_INSERT_FULL = (
-    "INSERT INTO rows (idx, line, fingerprint, data, body, est_tokens, row_model, custom_id) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_INSERT_ROWS = "INSERT INTO rows (idx, line, fingerprint) VALUES (?, ?, ?)"
 _MISSING = (
-    "SELECT idx FROM rows WHERE idx BETWEEN ? AND ? AND (data IS NULL OR body IS NULL) ORDER BY idx"
+    "SELECT r.idx FROM rows r LEFT JOIN row_inputs i ON i.idx = r.idx "
+    "WHERE r.idx BETWEEN ? AND ? AND (i.data IS NULL OR i.body IS NULL) ORDER BY r.idx"
 )
-_REFRESH = (
-    "UPDATE rows SET data = COALESCE(data, ?), body = COALESCE(body, ?), "
-    "est_tokens = COALESCE(est_tokens, ?), row_model = COALESCE(row_model, ?), "
-    "custom_id = COALESCE(custom_id, ?) WHERE idx = ?"
+# Inserts a new row's inputs; fills in what a known row's lack (never replaces a value).
+_PUT_INPUTS = (
+    "INSERT INTO row_inputs (idx, data, body, est_tokens, row_model, custom_id) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (idx) DO UPDATE SET "
+    "data = COALESCE(data, excluded.data), body = COALESCE(body, excluded.body), "
+    "est_tokens = COALESCE(est_tokens, excluded.est_tokens), "
+    "row_model = COALESCE(row_model, excluded.row_model), "
+    "custom_id = COALESCE(custom_id, excluded.custom_id)"
 )
 
 
@@ -102,31 +104,33 @@ def _refresh(conn: sqlite3.Connection, compared: Sequence[IngestItem]) -> int:
     for (idx,) in missing:
         r = compared[idx - first]
         if isinstance(r, IngestRow) and (r.data is not None or r.body is not None):
-            params.append(
-                (json_text(r.data), json_text(r.body), r.est_tokens, r.row_model, r.custom_id, idx)
-            )
+            params.append(_inputs(r))
     if params:
-        _write(conn, _REFRESH, params)
+        _write(conn, [(_PUT_INPUTS, params)])
     return len(params)
+
+
+def _inputs(r: IngestRow) -> tuple[object, ...]:
+    return (r[0], json_text(r[3]), json_text(r[4]), r[5], r[6], r[7])
 
 
 def _insert(conn: sqlite3.Connection, fresh: Sequence[IngestItem], bare: bool) -> None:
     if bare:
-        _write(conn, _INSERT_BARE, fresh)
+        _write(conn, [(_INSERT_ROWS, fresh)])
         return
-    full = [
-        (r[0], r[1], r[2], json_text(r[3]), json_text(r[4]), r[5], r[6], r[7])
-        if isinstance(r, IngestRow)
-        else (r[0], r[1], r[2], None, None, None, None, None)
-        for r in fresh
-    ]
-    _write(conn, _INSERT_FULL, full)
+    rows = [r[:3] for r in fresh]
+    inputs = [_inputs(r) for r in fresh if isinstance(r, IngestRow)]
+    _write(conn, [(_INSERT_ROWS, rows), (_PUT_INPUTS, inputs)])
 
 
-def _write(conn: sqlite3.Connection, sql: str, params: Sequence[Sequence[object]]) -> None:
+def _write(
+    conn: sqlite3.Connection, batches: Sequence[tuple[str, Sequence[Sequence[object]]]]
+) -> None:
+    """Run each (sql, params) batch in one transaction."""
     conn.execute("BEGIN")
     try:
-        conn.executemany(sql, params)
+        for sql, params in batches:
+            conn.executemany(sql, params)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:  # SQLite rolls back by itself on some errors

@@ -23,6 +23,8 @@ _RESULT_COLUMNS = (
     "idx, state, response, error_type, error_status, error_message, finish_reason, "
     "prompt_tokens, completion_tokens, latency_s, attempts, endpoint, raw, sent_count"
 )
+_RESULT_COLUMNS_R = ", ".join(f"r.{c.strip()}" for c in _RESULT_COLUMNS.split(","))
+_WITH_INPUTS = "rows r LEFT JOIN row_inputs i ON i.idx = r.idx"
 _TODO = f"(state IN ({PENDING}, {SENT}) OR (state = {FAILED}{{failed}}))"
 """The rows to send; `failed` narrows the FAILED ones (to the retryable, or not at all)."""
 
@@ -93,7 +95,8 @@ class JournalReader:
                 "open it for a run (that upgrades it) and ingest the input again"
             )
         lacking = self.read(
-            f"SELECT idx, line FROM rows WHERE body IS NULL AND {todo} ORDER BY idx LIMIT 1",
+            f"SELECT r.idx, r.line FROM {_WITH_INPUTS} WHERE i.body IS NULL AND {todo} "
+            "ORDER BY r.idx LIMIT 1",
             (),
             "list the rows to send",
         )
@@ -105,8 +108,8 @@ class JournalReader:
                 "the requests of the rows that lack them"
             )
         sql = (
-            "SELECT idx, line, body, est_tokens, row_model, custom_id FROM rows "
-            f"WHERE idx > ? AND {todo} ORDER BY idx LIMIT {CHUNK}"
+            f"SELECT r.idx, r.line, i.body, i.est_tokens, i.row_model, i.custom_id "
+            f"FROM {_WITH_INPUTS} WHERE r.idx > ? AND {todo} ORDER BY r.idx LIMIT {CHUNK}"
         )
         for page in self._pages(sql, "list the rows to send"):
             for r in page:
@@ -121,8 +124,14 @@ class JournalReader:
 
     def iter_output(self) -> Iterator[OutputRow]:
         """Yield every row with its input fields and result (see `Journal.iter_output`)."""
-        data = "data" if self.schema >= 2 else "NULL"
-        sql = f"SELECT {_RESULT_COLUMNS}, {data} FROM rows WHERE idx > ? ORDER BY idx LIMIT {CHUNK}"
+        if self.schema >= 2:
+            source, data = _WITH_INPUTS, "i.data"
+        else:
+            source, data = "rows r", "NULL"
+        sql = (
+            f"SELECT {_RESULT_COLUMNS_R}, {data} FROM {source} "
+            f"WHERE r.idx > ? ORDER BY r.idx LIMIT {CHUNK}"
+        )
         for page in self._pages(sql, "read the rows for the output"):
             for r in page:
                 yield OutputRow(r[0], json_value(r[14]), _result(r))
