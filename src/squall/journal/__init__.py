@@ -37,12 +37,14 @@ a `JournalError` instead of sending every row twice. API keys are never stored: 
 are recorded by name only.
 
 The package, one job per module: `schema` (DDL, migrations, opening the file), `lock` (the
-writer lock), `store` (`Journal`: the row verbs, ingest, settings, sessions, meta), `ingest`
+writer lock), `store` (`Journal`), `changes` (the row verbs' SQL: the hot path), `ingest`
 (checking and adding the input's rows), `reader` (rows to send, results, output rows,
-statistics), `rows` (the typed records) and `meta` (`RunMeta`). All of squall's SQL is here.
+statistics), `settings` (the run's settings check), `sessions`, `meta` (`RunMeta`, the meta
+table) and `rows` (the typed records). All of squall's SQL is here.
 
-Since schema 2 the rows table also keeps what sending and writing need (`IngestRow`: the
-row's input fields, its request body, estimated tokens, its own model and custom_id), so data
+Since schema 2 the journal also keeps what sending and writing need, in `row_inputs` beside
+`rows` (`IngestRow`: the row's input fields, its request body, estimated tokens, its own
+model and custom_id; a table of its own so the row verbs never rewrite them), so data
 flows one way: each input row is read once into the journal, requests are sent from it
 (`iter_todo_requests`) and the merged output is written from it (`iter_output`).
 """
@@ -62,7 +64,8 @@ from .rows import (
     TokenUsage,
 )
 from .schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, discard, migrate
-from .store import Journal, SessionOutcome
+from .sessions import SessionOutcome
+from .store import Journal
 
 __all__ = [
     "APPLICATION_ID",

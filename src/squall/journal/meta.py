@@ -6,16 +6,21 @@ journal written before `RunMeta` existed reads the same:
 - "models": {endpoint name: model}, for tokens by model and prices;
 - "prices": {model: {"input": USD per M tokens, "output": USD per M tokens}};
 - "last_stop_reason": why the last run stopped early ("" or missing: it did not).
+
+`put_meta` writes the meta table, for `RunMeta` and the journal's own keys alike.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import JournalError
+from .schema import journal_error
 
 META_KEYS = ("models", "prices", "last_stop_reason")
 """The meta keys `RunMeta` reads and writes."""
@@ -69,6 +74,22 @@ class RunMeta:
             )
         except (TypeError, ValueError) as exc:
             raise JournalError(f"the journal's run meta is malformed ({exc})") from exc
+
+
+def put_meta(conn: sqlite3.Connection, path: Path, items: Mapping[str, str]) -> None:
+    """Store `items` in the meta table, replacing any values of their keys, in one transaction.
+
+    Raises:
+        JournalError: the file cannot be written (nothing is stored).
+    """
+    try:
+        conn.execute("BEGIN")
+        conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", items.items())
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise journal_error(exc, path, "write meta") from exc
 
 
 def _object(get: Callable[[str], str | None], key: str) -> dict[str, Any]:

@@ -6,8 +6,6 @@ See the package docstring (`squall.journal`) for the states a row goes through.
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -16,50 +14,18 @@ from typing import IO, Any, Literal
 
 from ..errors import InputChangedError, JournalError
 from ..records import Completion, ErrorInfo, RowResult, RowState
+from .changes import FAILURE, MARK_SENT, RETRY, SUCCESS
 from .ingest import IngestItem, ingest_rows
 from .lock import held_elsewhere, take_writer_lock
-from .meta import RunMeta
+from .meta import RunMeta, put_meta
 from .reader import JournalReader
 from .rows import IngestReport, JournalStats, OutputRow, StoredRequest
 from .schema import DONE, FAILED, PENDING, SENT, connect, journal_error
-
-SessionOutcome = Literal["completed", "interrupted", "stopped"]
+from .sessions import SessionOutcome, begin_session, end_session
+from .settings import check_settings
 
 _RESERVED_META = frozenset(
     {"settings_fingerprint", "settings", "input_name", "created_at", "row_fingerprint"}
-)
-_OUTCOMES = frozenset({"completed", "interrupted", "stopped"})
-
-# Hot-path SQL, as module constants so sqlite3's statement cache always hits.
-_MARK_SENT = (
-    f"UPDATE rows SET state = {SENT}, sent_count = sent_count + 1, updated_at = ? "
-    f"WHERE idx = ? AND state != {DONE}"
-)
-
-
-def _success_sql(request_id: bool, raw: bool) -> str:
-    # Variants that write NULL in the SQL for an absent request id or raw body: sqlite3 binds
-    # a None parameter through its adapter lookup, two failed attribute lookups that cost
-    # more than the rest of the binding.
-    return (
-        f"UPDATE rows SET state = {DONE}, response = ?, finish_reason = ?, prompt_tokens = ?, "
-        "completion_tokens = ?, latency_s = ?, attempts = ?, endpoint = ?, model = ?, "
-        f"request_id = {'?' if request_id else 'NULL'}, raw = {'?' if raw else 'NULL'}, "
-        "error_type = NULL, error_status = NULL, error_message = NULL, "
-        f"retryable = 0, updated_at = ? WHERE idx = ? AND state != {DONE}"
-    )
-
-
-_SUCCESS = {(rid, raw): _success_sql(rid, raw) for rid in (False, True) for raw in (False, True)}
-"""By (has a request id, has a raw body)."""
-_RETRY = (
-    f"UPDATE rows SET state = {PENDING}, error_type = ?, error_status = ?, error_message = ?, "
-    f"updated_at = ? WHERE idx = ? AND state != {DONE}"
-)
-_FAILURE = (
-    f"UPDATE rows SET state = {FAILED}, error_type = ?, error_status = ?, error_message = ?, "
-    "attempts = ?, endpoint = ?, retryable = ?, updated_at = ? "
-    f"WHERE idx = ? AND state != {DONE}"
 )
 
 
@@ -185,33 +151,14 @@ class Journal:
         Raises:
             InputChangedError: the settings differ from those the journal was made with.
         """
-        described_json = json.dumps(dict(described), sort_keys=True, default=str)
-        old_fp = self.get_meta("settings_fingerprint")
-        if old_fp is None:
-            self._put_meta(
-                {
-                    "settings_fingerprint": fingerprint,
-                    "settings": described_json,
-                    "input_name": input_name,
-                    "row_fingerprint": row_fingerprint,
-                }
-            )
-            return row_fingerprint
-        scheme = self.get_meta("row_fingerprint") or "1"
-        if old_fp == fingerprint:
-            return scheme
-        old = json.loads(self.get_meta("settings") or "{}")
-        new = json.loads(described_json)
-        changes = [
-            f"{key}: {_short(old.get(key, '<unset>'))} -> {_short(new.get(key, '<unset>'))}"
-            for key in sorted(set(old) | set(new))
-            if old.get(key, "<unset>") != new.get(key, "<unset>")
-        ] or [f"settings fingerprint: {old_fp} -> {fingerprint}"]
-        raise InputChangedError(
-            f"the settings changed since the journal {self.path} was made "
-            f"({'; '.join(changes)}). Its answers were made with the old settings. "
-            f"Rerun with --restart to discard the journal and start fresh, or with "
-            f"--journal NEW.sqlite to keep it."
+        return check_settings(
+            self.get_meta,
+            self._put_meta,
+            self.path,
+            fingerprint,
+            described,
+            input_name=input_name,
+            row_fingerprint=row_fingerprint,
         )
 
     def ingest(self, rows: Iterable[IngestItem]) -> IngestReport:
@@ -291,7 +238,7 @@ class Journal:
         Raises:
             JournalError: the row is DONE or unknown, or the file cannot be written.
         """
-        self._change(_MARK_SENT, (time.time(), index), index, "mark a request sent")
+        self._change(MARK_SENT, (time.time(), index), index, "mark a request sent")
 
     def record_success(
         self,
@@ -331,7 +278,7 @@ class Journal:
             time.time(),
             index,
         )
-        self._change(_SUCCESS[rid is not None, raw is not None], params, index, "record an answer")
+        self._change(SUCCESS[rid is not None, raw is not None], params, index, "record an answer")
 
     def record_retry(self, index: int, error: ErrorInfo) -> None:
         """Send row `index` back to PENDING after a failed request, keeping the error.
@@ -340,7 +287,7 @@ class Journal:
             JournalError: the row is DONE or unknown, or the file cannot be written.
         """
         params = (error.type, error.status, error.message, time.time(), index)
-        self._change(_RETRY, params, index, "record a retry")
+        self._change(RETRY, params, index, "record a retry")
 
     def record_failure(
         self,
@@ -373,7 +320,7 @@ class Journal:
             time.time(),
             index,
         )
-        self._change(_FAILURE, params, index, "record a failure")
+        self._change(FAILURE, params, index, "record a failure")
 
     def commit(self) -> None:
         """Commit the row changes a `group_commits` journal holds open (none: nothing to do).
@@ -442,14 +389,8 @@ class Journal:
     def begin_session(self) -> int:
         """Record that a run starts now; return its session id."""
         self.commit()
-        try:
-            cur = self._conn.execute(
-                "INSERT INTO sessions (started_at, pid) VALUES (?, ?)", (time.time(), os.getpid())
-            )
-        except sqlite3.Error as exc:
-            raise journal_error(exc, self.path, "record the run's start") from exc
-        self._session = cur.lastrowid
-        return int(cur.lastrowid or 0)
+        self._session = begin_session(self._conn, self.path)
+        return self._session
 
     def end_session(self, outcome: SessionOutcome) -> None:
         """Record how the run begun by `begin_session` ended.
@@ -459,16 +400,8 @@ class Journal:
         """
         if self._session is None:
             raise JournalError("end_session() without begin_session()")
-        if outcome not in _OUTCOMES:
-            raise JournalError(f"unknown session outcome {outcome!r}: use one of {_OUTCOMES}")
         self.commit()
-        try:
-            self._conn.execute(
-                "UPDATE sessions SET ended_at = ?, outcome = ? WHERE id = ?",
-                (time.time(), outcome, self._session),
-            )
-        except sqlite3.Error as exc:
-            raise journal_error(exc, self.path, "record the run's end") from exc
+        end_session(self._conn, self.path, self._session, outcome)
         self._session = None
 
     def set_meta(self, key: str, value: str) -> None:
@@ -499,18 +432,4 @@ class Journal:
 
     def _put_meta(self, items: Mapping[str, str]) -> None:
         self.commit()
-        try:
-            self._conn.execute("BEGIN")
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", items.items()
-            )
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            raise journal_error(exc, self.path, "write meta") from exc
-
-
-def _short(value: object) -> str:
-    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
-    return text if len(text) <= 60 else text[:57] + "..."
+        put_meta(self._conn, self.path, items)
