@@ -1,7 +1,9 @@
-"""The journal, on real SQLite files: states, resume checks, accounts, and a real kill -9."""
+"""The journal's writing half, on real SQLite files: one writer, settings, ingest, states,
+sessions, group commits, and a real kill -9."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -9,149 +11,19 @@ import subprocess
 import sys
 import textwrap
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from journal_support import BAD, RATE, answer, body_of, data_of, full_rows, rows, states, succeed
 
-import squall.journal
+import squall
 from squall.errors import InputChangedError, JournalError
-from squall.journal import (
-    APPLICATION_ID,
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    Journal,
-    discard,
-    migrate,
-)
-from squall.records import Completion, ErrorInfo, RowState
+from squall.journal import IngestRow, Journal, discard
+from squall.records import Completion, RowState
 
-SRC = str(Path(squall.journal.__file__).resolve().parents[1])
-
-
-def rows(
-    n: int, *, start: int = 0, changed: dict[int, str] | None = None
-) -> Iterator[tuple[int, int, str]]:
-    """Rows as a reader gives them: index, line (a header on line 1), fingerprint."""
-    changed = changed or {}
-    for i in range(start, n):
-        yield i, i + 2, changed.get(i, f"fp-{i}")
-
-
-def answer(i: int, *, raw: str | None = None) -> Completion:
-    return Completion(
-        text=f"answer {i}",
-        finish_reason="stop",
-        prompt_tokens=10,
-        completion_tokens=20,
-        raw=raw,
-        request_id=f"req-{i}",
-    )
-
-
-def succeed(j: Journal, i: int, *, endpoint: str = "a", model: str | None = None) -> None:
-    j.mark_sent(i)
-    j.record_success(i, answer(i), latency_s=0.25, attempts=1, endpoint=endpoint, model=model)
-
-
-def states(path: Path) -> dict[int, int]:
-    with sqlite3.connect(path) as conn:
-        got = dict(conn.execute("SELECT idx, state FROM rows"))
-    conn.close()
-    return got
-
-
-RATE = ErrorInfo("rate_limited", 429, "slow down")
-BAD = ErrorInfo("bad_request", 400, "bad prompt")
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "sub" / "run.sqlite"
-
-
-@pytest.fixture
-def journal(path: Path) -> Iterator[Journal]:
-    j = Journal.open(path)
-    yield j
-    j.close()
-
-
-# -- schema -----------------------------------------------------------------------------
-
-
-def test_migrations_are_numbered_without_gaps() -> None:
-    assert [n for n, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
-    assert len(MIGRATIONS) == SCHEMA_VERSION
-
-
-def test_fresh_journal_has_final_schema(path: Path) -> None:
-    Journal.open(path).close()
-    assert path.parent.is_dir()
-    conn = sqlite3.connect(path)
-    try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert tables == {"meta", "rows", "sessions"}
-        columns = {r[1] for r in conn.execute("PRAGMA table_info(rows)")}
-        assert {"idx", "line", "fingerprint", "state", "sent_count", "retryable", "raw"} <= columns
-    finally:
-        conn.close()
-
-
-def test_stepwise_migration_matches_fresh_schema(tmp_path: Path) -> None:
-    Journal.open(tmp_path / "fresh.sqlite").close()
-    conn = sqlite3.connect(tmp_path / "stepwise.sqlite", isolation_level=None)
-    fresh = sqlite3.connect(tmp_path / "fresh.sqlite")
-    try:
-        assert migrate(conn) == SCHEMA_VERSION
-        assert migrate(conn) == SCHEMA_VERSION  # nothing left to apply
-        schema = "SELECT type, name, sql FROM sqlite_master ORDER BY name"
-        assert conn.execute(schema).fetchall() == fresh.execute(schema).fetchall()
-    finally:
-        conn.close()
-        fresh.close()
-
-
-def test_journal_from_newer_squall_is_refused(path: Path) -> None:
-    Journal.open(path).close()
-    conn = sqlite3.connect(path)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    conn.close()
-    with pytest.raises(JournalError, match="newer squall"):
-        Journal.open(path)
-
-
-def test_non_journal_files_are_refused(tmp_path: Path) -> None:
-    text = tmp_path / "input.csv"
-    text.write_text("prompt\nhello there, this is not a database at all\n" * 50)
-    with pytest.raises(JournalError, match="not a squall journal"):
-        Journal.open(text)
-    other = tmp_path / "other.sqlite"
-    conn = sqlite3.connect(other)
-    conn.execute("CREATE TABLE t (x)")
-    conn.commit()
-    conn.close()
-    with pytest.raises(JournalError, match="not a squall journal"):
-        Journal.open(other)
-    with pytest.raises(JournalError, match="cannot open the file"):
-        Journal.open(tmp_path)  # a folder
-    # --restart must never delete a file that is not a journal.
-    for p in (text, other):
-        with pytest.raises(JournalError, match="not a squall journal"):
-            discard(p)
-        assert p.exists()
-
-
-def test_sync_full_and_normal(tmp_path: Path) -> None:
-    for sync, level in (("normal", 1), ("full", 2)):
-        j = Journal.open(tmp_path / f"{sync}.sqlite", sync=sync)  # type: ignore[arg-type]  # loop over the Literal
-        try:
-            assert j._conn.execute("PRAGMA synchronous").fetchone()[0] == level
-        finally:
-            j.close()
+# The tree under test: the kill -9 test's child must import this squall, not an installed one.
+SRC = str(Path(squall.__file__).resolve().parents[1])
 
 
 # -- one writer; read-only; discard --------------------------------------------------------
@@ -196,9 +68,6 @@ def test_discard_removes_journal_and_side_files(path: Path) -> None:
     j = Journal.open(path)
     assert j.ingest(rows(2)).new == 2
     j.close()
-
-
-# -- settings and ingest ----------------------------------------------------------------------
 
 
 def test_settings_stored_then_checked(path: Path) -> None:
@@ -301,7 +170,87 @@ def test_ingest_of_200k_rows_stays_in_bounded_memory(journal: Journal) -> None:
     assert second_peak < 6_000_000, second_peak
 
 
-# -- states ---------------------------------------------------------------------------------
+# -- ingest with what sending and writing need (schema 2) -------------------------------------
+
+
+def stored(path: Path, index: int) -> tuple[object, ...]:
+    with sqlite3.connect(path) as conn:
+        got = conn.execute(
+            "SELECT i.data, i.body, i.est_tokens, i.row_model, i.custom_id FROM rows r "
+            "LEFT JOIN row_inputs i ON i.idx = r.idx WHERE r.idx = ?",
+            (index,),
+        ).fetchone()
+    conn.close()
+    return tuple(got)
+
+
+def test_ingest_rows_store_data_body_and_batch_fields(path: Path, journal: Journal) -> None:
+    report = journal.ingest(full_rows(6001, batch=True))
+    assert (report.total, report.new, report.refreshed) == (6001, 6001, 0)
+    data, body, est, model, cid = stored(path, 6000)
+    assert isinstance(data, str) and isinstance(body, str)
+    assert json.loads(data) == data_of(6000) and json.loads(body) == body_of(6000)
+    assert (est, model, cid) == (6010, "m-6000", "req-6000")
+    # JSON text is stored as given; missing fields stay NULL.
+    journal.ingest([*full_rows(6001), IngestRow(6001, 6003, "fp-x", data='{"a": 1}')])
+    assert stored(path, 6001) == ('{"a": 1}', None, None, None, None)
+
+
+def test_bare_and_full_rows_mix(path: Path, journal: Journal) -> None:
+    journal.ingest([(0, 2, "fp-0"), IngestRow(1, 3, "fp-1", body={"x": 1}, est_tokens=4)])
+    assert stored(path, 0) == (None, None, None, None, None)
+    assert stored(path, 1) == (None, '{"x":1}', 4, None, None)
+
+
+def test_reingest_fills_in_missing_data_and_body_only(path: Path) -> None:
+    with Journal.open(path) as j:
+        j.ingest(rows(7000))  # as an older squall ingested: no data, no body
+        succeed(j, 1)
+        j.mark_sent(2)
+        j.record_failure(2, BAD, attempts=1, endpoint="a", retryable=False)
+    with Journal.open(path) as j:
+        report = j.ingest(full_rows(7000))
+        assert (report.new, report.refreshed, report.done, report.failed) == (0, 7000, 1, 1)
+        results = {r.index: r for r in j.iter_results()}
+        assert results[1].response == "answer 1" and results[1].state == RowState.DONE
+        assert results[2].error == BAD
+        assert states(path)[2] == RowState.FAILED
+        assert j.ingest(full_rows(7000)).refreshed == 0  # nothing left to fill in
+    assert json.loads(str(stored(path, 1)[0])) == data_of(1)
+    # Stored data is never replaced by what a later ingest brings.
+    with Journal.open(path) as j:
+        j.ingest(IngestRow(*r[:3], data={"other": True}) for r in full_rows(7000))
+    assert json.loads(str(stored(path, 1)[0])) == data_of(1)
+
+
+def test_changed_full_row_is_refused_and_nothing_refreshed(path: Path) -> None:
+    with Journal.open(path) as j:
+        j.ingest(rows(10))
+    with Journal.open(path) as j:
+        changed = [r._replace(fingerprint="new") if r.index == 7 else r for r in full_rows(12)]
+        with pytest.raises(InputChangedError) as err:
+            j.ingest(changed)
+        assert err.value.row == 7
+        assert j.statistics().total == 10
+    assert stored(path, 0) == (None, None, None, None, None)
+
+
+@pytest.mark.slow  # a few s: tracemalloc slows the 60k rows handled
+def test_ingest_of_full_rows_stays_in_bounded_memory(journal: Journal) -> None:
+    n = 30_000
+    tracemalloc.start()
+    try:
+        journal.ingest(full_rows(n))
+        _, first_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        report = journal.ingest(full_rows(n))  # the comparing path
+        _, second_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.total == n and report.new == 0 and report.refreshed == 0
+    # Holding all rows (with their data and bodies) would take over 33 MB; a chunk ~12.
+    assert first_peak < 20_000_000, first_peak
+    assert second_peak < 20_000_000, second_peak
 
 
 def test_state_transitions(path: Path, journal: Journal) -> None:
@@ -342,71 +291,6 @@ def test_state_transitions(path: Path, journal: Journal) -> None:
     assert results[3].state == RowState.PENDING
 
 
-def test_iter_todo_after_crash(path: Path) -> None:
-    j = Journal.open(path)
-    j.ingest(rows(8))
-    succeed(j, 0)
-    j.mark_sent(1)  # in flight when the run "dies"
-    j.mark_sent(2)
-    j.record_failure(2, RATE, attempts=5, endpoint="a", retryable=True)
-    j.mark_sent(3)
-    j.record_failure(3, BAD, attempts=1, endpoint="a", retryable=False)
-    j.mark_sent(4)
-    j.record_retry(4, RATE)
-    j.mark_sent(6)
-    # The run "dies" here: nothing more is recorded; the next run opens the file.
-    j.close()
-
-    j = Journal.open(path)
-    try:
-        assert j.in_flight_at_open() == 2
-        assert list(j.iter_todo()) == [1, 2, 4, 5, 6, 7]
-        assert list(j.iter_todo(retry_failed=True)) == [1, 2, 3, 4, 5, 6, 7]
-        assert j.statistics().sent == 2
-    finally:
-        j.close()
-
-
-def test_iter_todo_yields_each_row_once_while_rows_change(journal: Journal) -> None:
-    journal.ingest(rows(12_000))
-    seen = []
-    for i in journal.iter_todo():
-        seen.append(i)
-        journal.mark_sent(i)
-        if i % 2:
-            journal.record_retry(i, RATE)  # back to PENDING: must not come round again
-        else:
-            journal.record_success(i, answer(i), latency_s=0.1, attempts=1, endpoint="a")
-    assert seen == list(range(12_000))
-
-
-def test_iter_results_carry_every_field(journal: Journal) -> None:
-    journal.ingest(rows(3))
-    journal.mark_sent(0)
-    journal.record_success(
-        0, answer(0, raw='{"id": "x"}'), latency_s=0.5, attempts=2, endpoint="ep1", model="m"
-    )
-    journal.mark_sent(1)
-    journal.record_failure(1, BAD, attempts=1, endpoint="ep2", retryable=False)
-    first, second, third = list(journal.iter_results())
-    assert first.state == RowState.DONE
-    assert first.output_fields() == {
-        "response": "answer 0",
-        "error": None,
-        "finish_reason": "stop",
-        "prompt_tokens": 10,
-        "completion_tokens": 20,
-        "latency_s": 0.5,
-        "attempts": 2,
-        "endpoint": "ep1",
-    }
-    assert first.raw == '{"id": "x"}'
-    assert second.state == RowState.FAILED
-    assert second.error == BAD
-    assert second.endpoint == "ep2"
-    assert third.state == RowState.PENDING and third.response is None
-
-
 @pytest.mark.parametrize("request_id", [None, "chatcmpl-7"])
 @pytest.mark.parametrize("raw", [None, '{"id": "chatcmpl-7"}'])
 def test_answer_keeps_request_id_and_raw_whether_given_or_not(
@@ -423,44 +307,7 @@ def test_answer_keeps_request_id_and_raw_whether_given_or_not(
     assert stored == (request_id, raw, "a")
 
 
-# -- accounts -------------------------------------------------------------------------------
-
-
-def test_statistics(path: Path) -> None:
-    with Journal.open(path) as j:
-        j.check_settings("fp", {"model": "m1"}, input_name="in.jsonl")
-        j.begin_session()
-        j.ingest(rows(20))
-        for i in range(5):
-            succeed(j, i, endpoint="a", model="m1")
-        for i in range(5, 8):
-            succeed(j, i, endpoint="b", model="m2")
-        for i in range(8, 15):
-            j.mark_sent(i)
-            j.record_failure(i, BAD, attempts=1, endpoint="a", retryable=False)
-        j.mark_sent(15)
-        j.record_retry(15, RATE)
-        j.mark_sent(15)
-        j.record_failure(15, RATE, attempts=2, endpoint="b", retryable=True)
-        j.mark_sent(16)
-        j.end_session("interrupted")
-        stats = j.statistics()
-    assert (stats.total, stats.done, stats.failed, stats.pending, stats.sent) == (20, 8, 8, 3, 1)
-    assert stats.failures["bad_request"].count == 7
-    assert stats.failures["bad_request"].rows == [8, 9, 10, 11, 12]
-    assert stats.failures["rate_limited"].rows == [15]
-    assert stats.requests_sent == 5 + 3 + 7 + 2 + 1
-    assert (stats.prompt_tokens, stats.completion_tokens) == (80, 160)
-    assert stats.tokens_by_endpoint["a"].rows == 5
-    assert stats.tokens_by_endpoint["b"].prompt_tokens == 30
-    assert stats.tokens_by_model["m2"].completion_tokens == 60
-    assert stats.settings == {"model": "m1"}
-    assert stats.input_name == "in.jsonl"
-    assert stats.created_at is not None
-    assert stats.first_activity is not None and stats.last_activity is not None
-    assert stats.first_activity <= stats.last_activity
-    assert stats.wall_s >= 0
-    assert [s.outcome for s in stats.sessions] == ["interrupted"]
+# -- sessions -----------------------------------------------------------------------------
 
 
 def test_sessions_show_a_run_that_died(path: Path) -> None:
@@ -480,15 +327,6 @@ def test_sessions_show_a_run_that_died(path: Path) -> None:
     assert sessions[0].outcome is None and sessions[0].ended_at is None
     assert sessions[1].outcome == "completed"
     assert sessions[0].pid == os.getpid()
-
-
-def test_meta_values(journal: Journal) -> None:
-    assert journal.get_meta("prices") is None
-    journal.set_meta("prices", '{"m": [1.0, 2.0]}')
-    journal.set_meta("prices", '{"m": [3.0, 4.0]}')
-    assert journal.get_meta("prices") == '{"m": [3.0, 4.0]}'
-    with pytest.raises(JournalError, match="journal's own"):
-        journal.set_meta("settings", "{}")
 
 
 # -- a real crash ---------------------------------------------------------------------------
