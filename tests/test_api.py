@@ -129,8 +129,13 @@ def test_journal_with_scheme_1_fingerprints_resumes_and_still_sees_changes(
 def test_bad_data_and_settings_raise_typed_errors(tmp_path: Path, sim: Simulator) -> None:
     with pytest.raises(squall.InputError, match=r"line 2.*prompt.*empty"):
         squall.run(["what is 1 + 1?", "  "], output=tmp_path / "o.jsonl", config=config_for(sim))
+    # The signature is typed: a misspelt setting is caught by mypy, and by Python at the call.
+    with pytest.raises(TypeError, match="modle"):
+        squall.run(["hi"], output=tmp_path / "o.jsonl", config=config_for(sim), modle="x")  # type: ignore[call-arg]
+    from squall.api import resolve_config
+
     with pytest.raises(squall.ConfigError, match="unknown setting"):
-        squall.run(["hi"], output=tmp_path / "o.jsonl", config=config_for(sim), modle="x")
+        resolve_config(None, {"modle": "x"})
     assert sim.ledger() == []
 
 

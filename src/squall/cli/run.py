@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, cast
 
 import typer
 
 from ..errors import ConfigError, SquallError
+from ..progress import Mode
 from . import help as h
 from .console import fail, print_run_end
 
@@ -64,7 +65,7 @@ def run_cmd(
             restart=restart,
             retry_failed=retry_failed,
             dry_run=dry_run,
-            progress=progress,
+            progress=cast(Mode, progress),  # checked against PROGRESS_MODES above
             input_format=input_format,
             **settings,
         )

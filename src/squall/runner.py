@@ -1,0 +1,200 @@
+"""Running a planned run: one session over its journal, from ingest to the account.
+
+The wiring lives here: the journal, the pool of keys, the transport, the retry policy, the
+progress display and the interrupts go into one `Engine`, which is given them and builds
+none. The order is what keeps paid work safe: nothing is sent before every row is ingested
+(bad input fails first), the output is written only from the journal, and a journal this
+call created is removed again if the run fails before its session began (it holds no paid
+work, and keeping it would make the corrected rerun fail with "the settings changed").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable, Mapping
+
+from .account import Summary, cost_of, summarize
+from .clock import Clock
+from .config import Price, RunConfig
+from .engine import Engine, EngineOutcome
+from .errors import SquallError
+from .events import KeyStats, RunStats
+from .interrupts import Interrupts
+from .journal import IngestReport, Journal, JournalStats, ModelPrice, RunMeta, discard
+from .journal_port import LocalJournal
+from .outputs import open_writer
+from .passes import ingest, todo, write_output
+from .plan import Plan
+from .pool import EndpointPool, iter_keys
+from .progress import Mode, Progress
+from .records import RequestSpec
+from .redact import Redactor
+from .retry import RetryPolicy
+from .transport import Target, Transport, make_target
+
+
+def targets(cfg: RunConfig) -> dict[str, Target]:
+    """Return each key id's URL and credentials: the only table where ids meet secrets."""
+    return {
+        key_id: make_target(
+            ep.base_url, key.key.reveal(), timeout_s=ep.timeout_s, extra_headers=ep.headers
+        )
+        for key_id, ep, key in iter_keys(cfg)
+    }
+
+
+def _run_meta(plan: Plan, last_stop_reason: str | None = None) -> RunMeta:
+    prices = {k: ModelPrice(v.input, v.output) for k, v in plan.cfg.prices.items()}
+    return RunMeta(models=plan.models, prices=prices, last_stop_reason=last_stop_reason)
+
+
+class _CostModel:
+    """What the run's answers cost, and the most the next request could (for --max-cost)."""
+
+    def __init__(self, prices: Mapping[str, Price], models: Mapping[str, str], max_tokens: int):
+        self._prices = prices
+        self._priced = [prices[m] for m in set(models.values()) if m in prices]
+        self._max_tokens = max_tokens
+
+    def estimate(self, spec: RequestSpec) -> float:
+        """The most `spec` may cost: its prompt, and the longest answer allowed."""
+        return max(
+            (
+                (spec.est_prompt_tokens * p.input + self._max_tokens * p.output) / 1e6
+                for p in self._priced
+            ),
+            default=0.0,
+        )
+
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        """What an answer cost (0 where the model has no price)."""
+        return cost_of(self._prices, model, prompt_tokens, completion_tokens) or 0.0
+
+
+class Runner:
+    """One session of a planned run over its journal."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        clock: Clock,
+        progress: Mode | None,
+        retry_failed: bool,
+        on_engine: Callable[[Engine], None] | None = None,
+    ) -> None:
+        self._plan = plan
+        self._clock = clock
+        self._progress = progress or plan.cfg.progress
+        self._retry_failed = retry_failed
+        self._on_engine = on_engine
+        self._stats = RunStats()
+        self._keys: tuple[KeyStats, ...] = ()
+        self._outcome = EngineOutcome("stopped", "did not start")
+
+    async def run(self, *, restart: bool) -> Summary:
+        """Ingest, send what is left, write the output; return the account.
+
+        Raises:
+            ConfigError, InputError, InputChangedError, JournalError, OutputError: nothing
+                was sent that is not journaled; the message says what to do.
+        """
+        plan = self._plan
+        if restart:
+            discard(plan.journal)
+        created = not plan.journal.exists()
+        started = self._clock.now()
+        jr = Journal.open(plan.journal, sync=plan.cfg.journal_sync, group_commits=True)
+        try:
+            report = self._prepare(jr)
+        except BaseException:
+            jr.close()
+            if created:
+                with contextlib.suppress(SquallError, OSError):
+                    discard(plan.journal)
+            raise
+        try:
+            await self._session(jr, report)
+        finally:
+            jr.write_run_meta(_run_meta(plan, self._outcome.reason or ""))
+            jr.end_session(self._outcome.status)  # type: ignore[arg-type]  # EngineOutcome.status is one of SessionOutcome
+            jstats = jr.statistics()
+            jr.close()
+        wall = self._clock.now() - started
+        if plan.output is not None:
+            write_output(plan.journal, plan.output, batch=plan.batch)
+        return self._account(jstats, wall)
+
+    def _prepare(self, jr: Journal) -> IngestReport:
+        """Everything before the first request: checks, ingest, meta, the session's start."""
+        plan = self._plan
+        if plan.output is not None:
+            # A bad output path (unknown extension, batch lines into CSV, unwritable) must
+            # fail before money is spent, not at the merge after the last answer.
+            open_writer(plan.output, batch=plan.batch).abort()
+        report = ingest(plan, jr)
+        jr.write_run_meta(_run_meta(plan))
+        spent = 0.0
+        if plan.cfg.max_cost is not None:
+            # The cap bounds the whole run's spend, not each resume's: count what the
+            # journal's answers already cost.
+            spent = summarize(jr.statistics(), plan.cfg.prices, plan.models, status="").cost or 0.0
+        jr.begin_session()
+        self._stats = RunStats(
+            total=report.total, done_before=report.done, failed_before=report.failed, cost=spent
+        )
+        return report
+
+    async def _session(self, jr: Journal, report: IngestReport) -> None:
+        plan, cfg, stats = self._plan, self._plan.cfg, self._stats
+        pool = EndpointPool.from_config(plan.pool_cfg, self._clock, notify=stats.notice)
+        if report.in_flight:
+            stats.notice(
+                f"{report.in_flight} request(s) were in flight when the last run died: "
+                "they may have been billed, and are sent again"
+            )
+        redactor = Redactor([k.key.reveal() for ep in cfg.endpoints for k in ep.keys])
+        costs = _CostModel(cfg.prices, plan.models, cfg.max_tokens or 256)
+        async with Transport(
+            max_connections=pool.max_in_flight,
+            redactor=redactor,
+            keep_raw=plan.batch,
+            targets=targets(plan.pool_cfg),
+        ) as transport:
+            engine = Engine(
+                pool=pool,
+                transport=transport,
+                journal=LocalJournal(jr),
+                retry=RetryPolicy(cfg.retry, random.Random()),
+                clock=self._clock,
+                stats=stats,
+                max_tokens=cfg.max_tokens,
+                cost=costs.cost,
+                max_cost=cfg.max_cost,
+                est_cost=costs.estimate if cfg.max_cost is not None else None,
+                grace_s=cfg.grace_s,
+            )
+            if self._on_engine is not None:
+                self._on_engine(engine)
+            specs = todo(jr, retry_failed=self._retry_failed)
+            async with Progress(stats, pool.statistics, self._clock, mode=self._progress):
+                with Interrupts(engine):
+                    self._outcome = await engine.run(specs)
+        self._keys = pool.statistics()
+
+    def _account(self, jstats: JournalStats, wall_s: float) -> Summary:
+        plan = self._plan
+        return summarize(
+            jstats,
+            plan.cfg.prices,
+            plan.models,
+            status=self._outcome.status,
+            reason=self._outcome.reason,
+            run=self._stats,
+            keys=self._keys,
+            wall_s=wall_s,
+            cut=self._outcome.cut_in_flight,
+            journal=plan.journal,
+            output=plan.output,
+        )
