@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, JournalError
+from .inputs import is_batch_line
 from .journal import IngestReport, IngestRow, Journal, OutputRow
 from .outputs import merge_fields, open_writer
 from .plan import Plan
@@ -110,3 +111,21 @@ def output_rows(journal: Path) -> Iterator[dict[str, Any]]:
     with Journal.open(journal, read_only=True) as jr:
         for r in _rows(jr):
             yield merge_fields(r.data or {}, r.result)
+
+
+def export(journal: Path, output: Path) -> tuple[int, int]:
+    """Write the output from a journal alone, sending nothing; return (rows, rows done).
+
+    For what was paid for after a crash or a stop: rows not answered yet are written with
+    empty answer columns. The journal may be in use by a live run (it is read, not locked).
+    The format is the output's extension; OpenAI batch lines (the same test as the input's)
+    are written as Batch API output lines.
+
+    Raises:
+        JournalError: no readable journal there; OutputError: the file cannot be written.
+    """
+    with Journal.open(journal, read_only=True) as jr:
+        first = next(jr.iter_output(), None)
+        done = jr.statistics().done
+    batch = first is not None and first.data is not None and is_batch_line(first.data)
+    return write_output(journal, output, batch=batch), done

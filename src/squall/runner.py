@@ -44,6 +44,17 @@ def targets(cfg: RunConfig) -> dict[str, Target]:
     }
 
 
+def _resuming(report: IngestReport) -> str:
+    to_go = report.pending + report.in_flight
+    failed = (
+        f", {report.failed} failed before (sent again where their errors were retryable, or "
+        "with --retry-failed)"
+        if report.failed
+        else ""
+    )
+    return f"resuming: {report.done} done, {to_go} to go{failed}"
+
+
 def _run_meta(plan: Plan, last_stop_reason: str | None = None) -> RunMeta:
     prices = {k: ModelPrice(v.input, v.output) for k, v in plan.cfg.prices.items()}
     return RunMeta(models=plan.models, prices=prices, last_stop_reason=last_stop_reason)
@@ -92,6 +103,7 @@ class Runner:
         self._stats = RunStats()
         self._keys: tuple[KeyStats, ...] = ()
         self._outcome = EngineOutcome("stopped", "did not start")
+        self._report = IngestReport(0, 0, 0, 0, 0, 0)
 
     async def run(self, *, restart: bool) -> Summary:
         """Ingest, send what is left, write the output; return the account.
@@ -133,7 +145,7 @@ class Runner:
             # A bad output path (unknown extension, batch lines into CSV, unwritable) must
             # fail before money is spent, not at the merge after the last answer.
             open_writer(plan.output, batch=plan.batch).abort()
-        report = ingest(plan, jr)
+        report = self._report = ingest(plan, jr)
         jr.write_run_meta(_run_meta(plan))
         spent = 0.0
         if plan.cfg.max_cost is not None:
@@ -149,6 +161,8 @@ class Runner:
     async def _session(self, jr: Journal, report: IngestReport) -> None:
         plan, cfg, stats = self._plan, self._plan.cfg, self._stats
         pool = EndpointPool.from_config(plan.pool_cfg, self._clock, notify=stats.notice)
+        if report.new < report.total and report.done < report.total:
+            stats.notice(_resuming(report))
         if report.in_flight:
             stats.notice(
                 f"{report.in_flight} request(s) were in flight when the last run died: "
@@ -184,15 +198,24 @@ class Runner:
         self._keys = pool.statistics()
 
     def _account(self, jstats: JournalStats, wall_s: float) -> Summary:
-        plan = self._plan
+        plan, report, keys, reason = self._plan, self._report, self._keys, self._outcome.reason
+        if report.total and report.done == report.total:
+            # A rerun of a finished run: say so, rather than print a table of zeros.
+            reason = (
+                f"already complete: all {report.total} rows were done before, nothing was "
+                "sent"
+                + (f"; the output is rewritten at {plan.output}" if plan.output else "")
+                + "; --restart discards the journal and runs every row again"
+            )
+            keys = ()
         return summarize(
             jstats,
             plan.cfg.prices,
             plan.models,
             status=self._outcome.status,
-            reason=self._outcome.reason,
+            reason=reason,
             run=self._stats,
-            keys=self._keys,
+            keys=keys,
             wall_s=wall_s,
             cut=self._outcome.cut_in_flight,
             journal=plan.journal,
