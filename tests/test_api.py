@@ -164,3 +164,12 @@ def test_overrides_on_a_runconfig_are_validated_like_the_files_settings() -> Non
     with pytest.raises(ConfigError, match="max_tokens"):
         resolve_config(RunConfig(model="m"), {"max_tokens": "lots"})
     assert resolve_config(RunConfig(model="m"), {"max_tokens": "12"}).max_tokens == 12
+
+
+def test_max_cost_without_a_price_for_the_model_is_refused_before_sending(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    with pytest.raises(squall.ConfigError, match=r"(?s)cannot be held.*\[prices\.\"sim-model\"\]"):
+        squall.run(["hi"], output=tmp_path / "o.jsonl", config=config_for(sim), max_cost=1.0)
+    assert sim.ledger() == []
+    assert not (tmp_path / "o.jsonl.squall.sqlite").exists()

@@ -144,6 +144,7 @@ def make_plan(
     if not dry_run:
         config_mod.require_endpoints(cfg)
         pool_cfg = _with_models(cfg, source)
+        _check_cost_cap(pool_cfg)
     if dry_run:
         jpath = Path(os.devnull)
     elif journal is not None:
@@ -183,6 +184,25 @@ def _with_models(cfg: RunConfig, source: InputSource) -> RunConfig:
             return cfg.model_copy(update={"model": model})
     cfg.model_for(missing[0])  # raises the ConfigError that says where to set it
     return cfg
+
+
+def _check_cost_cap(cfg: RunConfig) -> None:
+    """Refuse a --max-cost that cannot hold: a model it would pay for has no price.
+
+    Raises:
+        ConfigError: naming the models and the lines that price them.
+    """
+    if cfg.max_cost is None:
+        return
+    unpriced = sorted(set(endpoint_models(cfg).values()) - set(cfg.prices))
+    if not unpriced:
+        return
+    lines = "\n".join(f'[prices."{m}"]\ninput = 0.15\noutput = 0.60' for m in unpriced)
+    raise ConfigError(
+        f"--max-cost ${cfg.max_cost:g} cannot be held: no price for {', '.join(unpriced)}, so "
+        "squall cannot tell what a request costs. Add the model's prices (USD per million "
+        f"tokens; these figures are only an example) to the config file:\n{lines}"
+    )
 
 
 def endpoint_models(cfg: RunConfig) -> dict[str, str]:
