@@ -40,6 +40,10 @@ print(res.summary)
 print("answers:", [r["response"] for r in res.rows()])
 """
 
+VALUE_CELL = """
+res
+"""
+
 ARUN_CELL = """
 res2 = await squall.arun(prompts, output="async.jsonl", config=cfg)
 print(res2.summary)
@@ -72,6 +76,7 @@ def test_notebook_runs_squall_run_and_arun(
         nbformat.v4.new_code_cell(_setup(sim.base_url, tmp_path)),
         nbformat.v4.new_code_cell(RUN_CELL),
         nbformat.v4.new_code_cell(ARUN_CELL),
+        nbformat.v4.new_code_cell(VALUE_CELL),
     ]
     client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=120, allow_errors=False)
     client.execute(cwd=str(tmp_path))
@@ -86,3 +91,24 @@ def test_notebook_runs_squall_run_and_arun(
     assert f"async answers: {expected!r}" in async_out
     assert KEY not in sync_out + async_out
     assert sim.served_count() == 40
+
+    # The live display is one HTML output that was updated in place, not lines on stderr;
+    # its last state shows the finished count.
+    live = _html(nb.cells[1])
+    assert len(live) == 1 and "20/20" in live[0]
+    assert "squall: 20/20 done" not in _stderr(nb.cells[1])
+    # A result as a cell's value: a short text repr and the account as HTML.
+    value = next(o for o in nb.cells[3]["outputs"] if o.get("output_type") == "execute_result")
+    assert value["data"]["text/plain"].startswith("RunResult(completed: 20/20 done")
+    assert "20 done" in value["data"]["text/html"]
+    assert KEY not in value["data"]["text/html"]
+
+
+def _html(cell: object) -> list[str]:
+    outputs = cell["outputs"]  # type: ignore[index]  # nbformat nodes are dicts
+    return [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+
+
+def _stderr(cell: object) -> str:
+    outputs = cell["outputs"]  # type: ignore[index]  # nbformat nodes are dicts
+    return "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")

@@ -27,7 +27,7 @@ from .plan import default_journal as default_journal
 from .plan import dry_run as _dry_run
 from .plan import make_plan
 from .plan import resolve_config as resolve_config
-from .progress import Mode
+from .progress import Mode, to_html
 from .runner import Runner
 from .tokens import estimate_tokens  # noqa: F401  # re-exported for users estimating by hand
 
@@ -61,6 +61,17 @@ class RunResult:
         if self.summary.status == "dry-run":
             return iter(())
         return output_rows(self.journal)
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (
+            f"RunResult({s.status}: {s.done}/{s.total} done, {s.failed} failed, "
+            f"output={str(self.output) if self.output else None!r}, journal={str(self.journal)!r})"
+        )
+
+    def _repr_html_(self) -> str:
+        """The account, as a notebook shows a cell's value."""
+        return to_html(self.summary)
 
     def to_pandas(self) -> Any:
         """Return the merged output as a pandas DataFrame (needs pandas)."""

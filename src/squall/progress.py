@@ -1,4 +1,8 @@
-"""Live progress: a rich display on a terminal, plain log lines elsewhere (pipes, CI, Jupyter).
+"""Live progress: a rich display on a terminal or in Jupyter, plain log lines elsewhere.
+
+In a notebook the same display is shown as one cell output that updates in place (HTML,
+through IPython's display handles, so no widget library is needed); notices come as lines
+under it.
 
 It reads only snapshots (`RunStats.statistics()`, `EndpointPool.statistics()`), a few times a
 second, so the hot path pays nothing for it.
@@ -7,10 +11,12 @@ second, so the hot path pays nothing for it.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import io
 import sys
 from collections import deque
 from collections.abc import Callable
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -35,13 +41,39 @@ def in_notebook() -> bool:
     return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
 
 
-def resolve_mode(mode: Mode, stream: TextIO) -> Literal["rich", "plain", "off"]:
-    """Return the display to use: rich on a terminal, plain lines otherwise."""
-    if mode != "auto":
-        return mode
-    if in_notebook():
-        return "plain"
-    return "rich" if stream.isatty() else "plain"
+def resolve_mode(mode: Mode, stream: TextIO) -> Literal["rich", "plain", "off", "notebook"]:
+    """Return the display to use: rich on a terminal or in a notebook, plain lines otherwise."""
+    if mode == "auto":
+        if in_notebook():
+            return "notebook"
+        return "rich" if stream.isatty() else "plain"
+    if mode == "rich" and in_notebook():
+        return "notebook"
+    return mode
+
+
+def to_html(renderable: RenderableType, width: int = 110) -> str:
+    """Return `renderable` as a self-contained HTML fragment (for notebooks)."""
+    console = Console(record=True, file=io.StringIO(), width=width, force_jupyter=False)
+    console.print(renderable)
+    return console.export_html(inline_styles=True, code_format=_HTML_FORMAT)
+
+
+_HTML_FORMAT = '<pre style="font-family: monospace; line-height: 1.25">{code}</pre>'
+"""rich's export_html page, cut down to the fragment a notebook output shows."""
+
+
+class _NotebookView:
+    """One notebook output that shows the latest rendering, updated in place."""
+
+    def __init__(self, first: RenderableType) -> None:
+        # Only ever called inside a kernel, where IPython is there (it has no type hints).
+        self._ipd: Any = importlib.import_module("IPython.display")
+        self._handle: Any = self._ipd.display(self._ipd.HTML(to_html(first)), display_id=True)
+
+    def update(self, renderable: RenderableType) -> None:
+        if self._handle is not None:
+            self._handle.update(self._ipd.HTML(to_html(renderable)))
 
 
 def _fmt_eta(seconds: float | None) -> str:
@@ -90,6 +122,7 @@ class Progress:
         self._rate = _Rate()
         self._task: asyncio.Task[None] | None = None
         self._live: Live | None = None
+        self._notebook: _NotebookView | None = None
         self._console = Console(file=self._stream, highlight=False)
 
     async def __aenter__(self) -> Progress:
@@ -100,6 +133,9 @@ class Progress:
             )
             self._live.start()
             self._task = asyncio.ensure_future(self._loop(0.25))
+        elif self._mode == "notebook":
+            self._notebook = _NotebookView(self._render())
+            self._task = asyncio.ensure_future(self._loop(0.5))
         elif self._mode == "plain":
             self._task = asyncio.ensure_future(self._loop(self._every))
         return self
@@ -115,6 +151,8 @@ class Progress:
         if self._live is not None:
             self._live.update(self._render())
             self._live.stop()
+        elif self._notebook is not None:
+            self._notebook.update(self._render())
         elif self._mode == "plain":
             self._print_line()
 
@@ -124,6 +162,8 @@ class Progress:
             self._flush_notices()
             if self._live is not None:
                 self._live.update(self._render())
+            elif self._notebook is not None:
+                self._notebook.update(self._render())
             else:
                 self._print_line()
 
