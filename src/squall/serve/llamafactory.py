@@ -90,6 +90,8 @@ def plan(spec: ServeSpec, program: Program, api_key: str | None, workdir: Path) 
         f"LLaMA-Factory merges the adapter at load and serves one model, {name!r}; it answers "
         "any model name, and the bare base cannot be asked beside it",
     ]
+    # The vllm and sglang backends batch as their engine is set up inside LLaMA-Factory, which
+    # squall does not see: their [[endpoints]] block leaves max_concurrency to squall's default.
     concurrency: int | None = None
     if backend == "huggingface":
         concurrency = spec.max_concurrent or _HF_DEFAULT_CONCURRENCY
