@@ -15,6 +15,9 @@ from squall.simulator import SimConfig, SimKey, Simulator
 
 KEY = "sk-evalcli-0123456789abcdef"
 SRC = Path(__file__).resolve().parents[1] / "src"
+MAIN = "from squall.cli import main; main()"
+# A plain `pip install squall`: `import matplotlib` fails as it would without the extra.
+WITHOUT_MATPLOTLIB = "import sys; sys.modules['matplotlib'] = None; " + MAIN
 
 
 @pytest.fixture
@@ -23,11 +26,11 @@ def sim() -> Iterator[Simulator]:
         yield s
 
 
-def squall(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def squall(cwd: Path, *args: str, entry: str = MAIN) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith(("API_KEY", "BASE_URL"))}
     env |= {"PYTHONPATH": str(SRC), "API_KEY": KEY, "NO_COLOR": "1", "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-c", "from squall.cli import main; main()", *args],
+        [sys.executable, "-c", entry, *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -60,6 +63,28 @@ def test_eval_arithmetic_two_models(sim: Simulator, tmp_path: Path) -> None:
     assert KEY not in shown
     for path in out.iterdir():
         assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_eval_arithmetic_without_matplotlib_skips_only_the_chart(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    done = squall(
+        tmp_path,
+        "eval", "arithmetic",
+        "--base-url", sim.base_url, "--model", "base",
+        "-n", "5", "--rpm", "inf", "--progress", "off", "--out", "ev",
+        entry=WITHOUT_MATPLOTLIB,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Accuracy" in done.stdout and "100.0%" in done.stdout
+    out = tmp_path / "ev"
+    assert {p.name for p in out.iterdir()} >= {"base.scored.jsonl", "report.md", "summary.json"}
+    assert len((out / "base.scored.jsonl").read_text("utf-8").splitlines()) == 5
+    assert not (out / "accuracy.png").exists()
+    assert "accuracy.png" not in (out / "report.md").read_text("utf-8")
+    hint = [line for line in done.stderr.splitlines() if "chart skipped" in line]
+    assert hint == ['chart skipped (accuracy.png needs matplotlib): pip install "squall[eval]"']
+    assert sim.served_count() == 5
 
 
 def test_eval_file_routes_a_path_and_default_out(sim: Simulator, tmp_path: Path) -> None:

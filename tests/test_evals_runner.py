@@ -7,13 +7,14 @@ The simulator answers an arithmetic prompt with its exact value, so a faithful e
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from squall.config import EndpointConfig, KeyConfig, RunConfig
-from squall.errors import ConfigError, InputError
+from squall.errors import ConfigError, InputError, MissingExtraError
 from squall.evals.runner import aevaluate_arithmetic, evaluate_arithmetic, evaluate_file
 from squall.redact import ApiKey
 from squall.simulator import SimConfig, SimKey, Simulator
@@ -250,3 +251,16 @@ def test_a_larger_n_sends_only_the_new_expressions(sim: Simulator, tmp_path: Pat
     result = evaluate_arithmetic(["base"], out_dir=tmp_path, config=_config(sim), n=9, chart=False)
     assert sim.served_count() == 9
     assert result.runs[0].rows == 9 and result.exit_code == 0
+
+
+def test_without_matplotlib_the_default_skips_only_the_chart(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    with pytest.raises(MissingExtraError, match="matplotlib"):
+        evaluate_arithmetic(["base"], out_dir=tmp_path / "asked", config=_config(sim), chart=True)
+    assert sim.served_count() == 0  # asked for the chart: refused before anything is sent
+    result = evaluate_arithmetic(["base"], out_dir=tmp_path, config=_config(sim), n=4)
+    assert result.chart_skipped and result.exit_code == 0
+    assert sorted(p.name for p in result.files) == ["report.md", "summary.json"]
+    assert not (tmp_path / "accuracy.png").exists()

@@ -8,6 +8,7 @@ its real vLLM command line.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from squall.config import load
 from squall.serve.preflight import check_port_free
 
 FAKE = Path(__file__).parent / "engines" / "fake_engine.py"
@@ -100,9 +102,15 @@ def squall(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_check_proves_adapters_and_prints_endpoints(work: Path) -> None:
     port = free_port()
     out = work / "endpoints.toml"
-    done = squall(work, *serve_args(work, port, "--check", "--write-endpoints", str(out)))
+    done = squall(
+        work,
+        *serve_args(work, port, "--check", "--write-endpoints", str(out)),
+        "--engine-arg=--max-num-seqs=48",
+    )
     assert done.returncode == 0, done.stderr
     assert "[[endpoints]]" in done.stdout
+    (ep,) = load(out, env={"API_KEY": KEY}).endpoints
+    assert (ep.rpm, ep.max_concurrency) == (math.inf, 48)
     assert f'base_url = "http://127.0.0.1:{port}/v1"' in done.stdout
     assert 'keys = ["${API_KEY}"]' in done.stdout
     assert 'model = "arith"' in done.stdout

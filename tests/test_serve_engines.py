@@ -120,6 +120,25 @@ def test_llamafactory_env_yaml_and_traps(tmp_path: Path) -> None:
     assert KEY not in launch.display()
 
 
+def test_llamafactory_without_pyyaml_writes_its_config_as_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = ServeSpec(
+        engine="llamafactory",
+        model="/m/base",
+        adapters=(adapter(tmp_path, "arith"),),
+        template="qwen",
+        options={"cutoff_len": 512},
+    )
+    program = Program(None, "/v/llamafactory-cli")
+    with_yaml = plan_launch(spec, python=None, api_key=None, workdir=tmp_path, program=program)
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "yaml", None)  # a plain `pip install squall`: no PyYAML
+        bare = plan_launch(spec, python=None, api_key=None, workdir=tmp_path, program=program)
+    ((path, text),) = bare.files.items()
+    assert json.loads(text) == yaml.safe_load(text) == yaml.safe_load(with_yaml.files[path])
+
+
 def test_llamafactory_without_script_runs_its_main(tmp_path: Path) -> None:
     spec = ServeSpec(engine="llamafactory", model="/m/b", template="qwen", max_concurrent=9)
     launch = plan_launch(

@@ -3,6 +3,7 @@
 Both run each `--model` through squall's engine in turn (journal, resume, limits, progress),
 score the answers, and write per-row scores, report.md, summary.json and accuracy.png to
 `--out`. Rerunning the same command resumes; nothing already answered is requested again.
+Without matplotlib (a plain `pip install squall`) only the chart is skipped, in one line.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..config import RunConfig, load, require_endpoints
@@ -60,7 +62,7 @@ Out = Annotated[
 Restart = Annotated[bool, typer.Option("--restart", help="Discard the journals; start fresh.")]
 ProgressOpt = Annotated[str | None, typer.Option("--progress", help="auto, rich, plain or off.")]
 NoChart = Annotated[
-    bool, typer.Option("--no-chart", help="Skip accuracy.png (needs no matplotlib).")
+    bool, typer.Option("--no-chart", help="Skip accuracy.png (drawn when matplotlib is installed).")
 ]
 
 # `eval arithmetic`
@@ -167,7 +169,7 @@ def arithmetic_cmd(
             template=template,
             restart=restart,
             progress=_progress(progress),
-            chart=not no_chart,
+            chart=False if no_chart else None,
             announce=_announce,
         )
     except SquallError as e:
@@ -234,7 +236,7 @@ def file_cmd(
             config=cfg,
             restart=restart,
             progress=_progress(progress),
-            chart=not no_chart,
+            chart=False if no_chart else None,
             announce=_announce,
         )
     except SquallError as e:
@@ -338,6 +340,12 @@ def _finish(result: EvalResult) -> None:
     out.print(table)
     for path in result.files:
         out.print(f"wrote {path}", soft_wrap=True, highlight=False)
+    if result.chart_skipped:
+        from ..evals.chart import CHART_HINT
+
+        err.print(
+            f"chart skipped (accuracy.png needs matplotlib): {escape(CHART_HINT)}", soft_wrap=True
+        )
     status = result.status
     if status == "interrupted":
         raise _interrupted()

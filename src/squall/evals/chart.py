@@ -15,6 +15,19 @@ Panels = Mapping[str, Mapping[str, Sequence[float]]]
 """Panel title -> model -> one value (0..1) per category."""
 
 
+CHART_HINT = 'pip install "squall[eval]"'
+"""How to get the chart when matplotlib is missing."""
+
+
+def have_matplotlib() -> bool:
+    """Return True when matplotlib can be imported, so the chart can be drawn."""
+    try:
+        require_matplotlib()
+    except MissingExtraError:
+        return False
+    return True
+
+
 def require_matplotlib() -> None:
     """Return if matplotlib can be imported; call it before a run, so a missing extra costs nothing.
 

@@ -25,7 +25,7 @@ from ..errors import ConfigError, OutputError
 from ..inputs import open_input
 from ..prompts import check_template
 from .arithmetic import DEFAULT_TEMPLATE, SEED_OPERANDS, generate_items
-from .chart import require_matplotlib
+from .chart import have_matplotlib, require_matplotlib
 from .report import ArithmeticModelReport, ArithmeticReport, FileModelReport, FileReport
 from .rows import RowState, check_references, score_arithmetic_rows, score_file_rows
 from .scorers import make_scorer
@@ -66,12 +66,15 @@ class EvalResult:
 
     Attributes:
         skipped: models not started because an earlier model's run ended early.
+        chart_skipped: accuracy.png was not drawn because matplotlib is not installed
+            (`chart=None`); everything else was written.
     """
 
     report: ArithmeticReport | FileReport
     runs: tuple[ModelRun, ...]
     files: tuple[Path, ...]
     skipped: tuple[str, ...] = ()
+    chart_skipped: bool = False
 
     @property
     def failed(self) -> int:
@@ -124,6 +127,7 @@ class _Plan:
     chart: bool
     score_rows: ScoreRows
     report: ArithmeticReport | FileReport
+    chart_skipped: bool = False
     runs: list[ModelRun] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -177,7 +181,11 @@ class _Plan:
         self.report.not_run = list(skipped)
         files = self.report.write(self.out_dir, chart=self.chart)
         return EvalResult(
-            report=self.report, runs=tuple(self.runs), files=tuple(files), skipped=skipped
+            report=self.report,
+            runs=tuple(self.runs),
+            files=tuple(files),
+            skipped=skipped,
+            chart_skipped=self.chart_skipped,
         )
 
 
@@ -192,7 +200,7 @@ def evaluate_arithmetic(
     template: str | None = None,
     restart: bool = False,
     progress: Progress | None = None,
-    chart: bool = True,
+    chart: bool | None = None,
     announce: Announce | None = None,
 ) -> EvalResult:
     """Return the arithmetic eval of `models`, run through `squall.api.run` one model at a time.
@@ -209,12 +217,13 @@ def evaluate_arithmetic(
         restart: throw away the journals and start again.
         progress: the engine's progress display: auto, rich, plain or off (default: the
             config's).
-        chart: also draw accuracy.png (needs matplotlib).
+        chart: draw accuracy.png: True needs matplotlib; None (default) draws it when
+            matplotlib is installed, else skips only the chart (`EvalResult.chart_skipped`).
         announce: called as each model starts.
 
     Raises:
         ConfigError: no model, a model named twice, bad `n`/`operands`/template, or
-            a missing extra for the chart (MissingExtraError), all before anything is sent.
+            no matplotlib with `chart=True` (MissingExtraError), all before anything is sent.
         SquallError: whatever `squall.api.run` raises.
     """
     from .. import api
@@ -241,7 +250,7 @@ async def aevaluate_arithmetic(
     template: str | None = None,
     restart: bool = False,
     progress: Progress | None = None,
-    chart: bool = True,
+    chart: bool | None = None,
     announce: Announce | None = None,
 ) -> EvalResult:
     """Return the arithmetic eval of `models` from inside a running event loop.
@@ -273,7 +282,7 @@ def evaluate_file(
     config: RunConfig | str | Path | None = None,
     restart: bool = False,
     progress: Progress | None = None,
-    chart: bool = True,
+    chart: bool | None = None,
     announce: Announce | None = None,
 ) -> EvalResult:
     """Return the eval of `models` on a user's rows, scored against their `reference` column.
@@ -292,12 +301,13 @@ def evaluate_file(
         restart: throw away the journals and start again.
         progress: the engine's progress display: auto, rich, plain or off (default: the
             config's).
-        chart: also draw accuracy.png (needs matplotlib).
+        chart: draw accuracy.png: True needs matplotlib; None (default) draws it when
+            matplotlib is installed, else skips only the chart (`EvalResult.chart_skipped`).
         announce: called as each model starts.
 
     Raises:
-        ConfigError: no model, a model named twice, a bad scorer or pattern, or a missing
-            extra (MissingExtraError), before anything is sent.
+        ConfigError: no model, a model named twice, a bad scorer or pattern, or no
+            matplotlib with `chart=True` (MissingExtraError), before anything is sent.
         InputError: the reference column is missing, or a reference the scorer cannot use
             (naming file, line and column), before anything is sent.
         SquallError: whatever `squall.api.run` raises.
@@ -337,7 +347,7 @@ async def aevaluate_file(
     config: RunConfig | str | Path | None = None,
     restart: bool = False,
     progress: Progress | None = None,
-    chart: bool = True,
+    chart: bool | None = None,
     announce: Announce | None = None,
 ) -> EvalResult:
     """Return the eval of `models` on a user's rows from inside a running event loop.
@@ -367,6 +377,19 @@ async def aevaluate_file(
     return plan.finish()
 
 
+def _draw_chart(chart: bool | None) -> bool:
+    """Return whether to draw the chart: None means "when matplotlib is installed".
+
+    Raises:
+        MissingExtraError: `chart` is True and matplotlib is not installed.
+    """
+    if chart is None:
+        return have_matplotlib()
+    if chart:
+        require_matplotlib()
+    return chart
+
+
 def model_slug(model: str) -> str:
     """Return `model` as a file-name stem: anything but letters, digits, `.`, `_`, `-` -> `_`."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._") or "model"
@@ -382,15 +405,14 @@ def _arithmetic_plan(
     template: str | None,
     restart: bool,
     progress: Progress | None,
-    chart: bool,
+    chart: bool | None,
 ) -> _Plan:
     cfg, models = _resolve_config(config, models)
     chosen = template or cfg.template or DEFAULT_TEMPLATE
     items = generate_items(n, operands=operands, seed=seed)
     rows = [item.as_row() for item in items]
     check_template(chosen, list(rows[0]), source_name="the arithmetic set")
-    if chart:
-        require_matplotlib()
+    draw = _draw_chart(chart)
     out = Path(out_dir)
     targets = _targets(models, out)
     report = ArithmeticReport(n=n, operands=operands, seed=seed, template=chosen)
@@ -410,7 +432,8 @@ def _arithmetic_plan(
         out_dir=out,
         restart=restart,
         progress=progress,
-        chart=chart,
+        chart=draw,
+        chart_skipped=chart is None and not draw,
         score_rows=score_rows,
         report=report,
     )
@@ -427,7 +450,7 @@ def _file_plan(
     config: RunConfig | str | Path | None,
     restart: bool,
     progress: Progress | None,
-    chart: bool,
+    chart: bool | None,
 ) -> _Plan:
     cfg, models = _resolve_config(config, models)
     scorer = make_scorer(scorer_name, pattern=pattern, tolerance=tolerance)
@@ -435,8 +458,7 @@ def _file_plan(
         # A one-shot iterator would be used up by the check below and by each model's run.
         data = list(data)
     check_references(data, reference, scorer)
-    if chart:
-        require_matplotlib()
+    draw = _draw_chart(chart)
     out = Path(out_dir)
     targets = _targets(models, out)
     name = str(data) if isinstance(data, (str, Path)) else open_input(data).name
@@ -457,7 +479,8 @@ def _file_plan(
         out_dir=out,
         restart=restart,
         progress=progress,
-        chart=chart,
+        chart=draw,
+        chart_skipped=chart is None and not draw,
         score_rows=score_rows,
         report=report,
     )

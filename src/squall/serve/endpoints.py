@@ -2,6 +2,10 @@
 
 The key is written as `${API_KEY}` (or the variable `serve` read it from), never its value:
 `squall.config.load()` fills it in from `.env` or the environment when the block is used.
+
+A local engine has no rate limit, so the block says `rpm = inf`: a run that left the limit
+out would spend its first minutes discovering one, holding back an engine that answers
+hundreds of requests a second. `max_concurrency` is the engine's own, where squall knows it.
 """
 
 from __future__ import annotations
@@ -43,8 +47,9 @@ def endpoints_block(
     lines.append(f"keys = [{_toml_str(key)}]")
     if default_model:
         lines.append(f"model = {_toml_str(default_model)}")
+    lines.append("rpm = inf  # a local engine has no rate limit: nothing to discover")
     if max_concurrency is not None:
-        lines.append(f"max_concurrency = {max_concurrency}")
+        lines.append(f"max_concurrency = {max_concurrency}  # requests the engine serves at once")
     return "\n".join(lines) + "\n"
 
 

@@ -44,7 +44,7 @@ class Launch:
     answers_any_name: bool = False
     """True when the engine answers a request for a model name it does not serve."""
     max_concurrency: int | None = None
-    """Requests the engine works on at once, when it is known to be small (for [[endpoints]])."""
+    """Requests the engine works on at once, where squall knows it (for [[endpoints]])."""
     notes: tuple[str, ...] = ()
     """The engine's traps, and what squall set about each."""
 

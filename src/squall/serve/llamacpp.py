@@ -66,5 +66,7 @@ def plan(spec: ServeSpec, program: Program, api_key: str | None, workdir: Path) 
         model_names=(spec.base_name, *(a.name for a in spec.adapters)),
         adapter_names=tuple(a.name for a in spec.adapters),
         answers_any_name=True,
+        # llama-cpp-python's server holds a lock around its one model: one request at a time.
+        max_concurrency=1,
         notes=tuple(notes),
     )

