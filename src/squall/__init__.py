@@ -1,5 +1,6 @@
-"""squall: run batches of prompts through OpenAI-compatible endpoints, fast, within every
-rate limit, without losing paid work.
+"""squall: batches of prompts through OpenAI-compatible endpoints, losing no paid work.
+
+Fast, within every rate limit, and resumable.
 
 Importing squall does no I/O, starts no threads and sets no global state.
 """

@@ -124,10 +124,19 @@ async def arun(
         dry_run: validate the input and estimate tokens and cost; send nothing.
         progress: "auto", "rich", "plain" or "off".
         input_format: the input's format when its name does not say ("jsonl", "csv", ...).
-        model, template, system, max_tokens, temperature, params, max_cost: over the
-            config's settings of the same names (validated like them).
-        base_url, key_env, rpm, tpm, concurrency: the one endpoint given by flags (with a
-            config file or none; a RunConfig sets its own endpoints).
+        model: the model to ask for (over the config's; validated like every setting).
+        template: a `str.format` template filled from each row's fields, as the prompt.
+        system: a system message put before every prompt.
+        max_tokens: the longest answer to ask for.
+        temperature: the sampling temperature.
+        params: more request parameters, passed as they are (`{"top_p": 0.9}`).
+        max_cost: stop sending before the spend (USD, from the config's prices) passes this.
+        base_url: the one endpoint's URL, given by flag (with a config file or none; a
+            RunConfig sets its own endpoints).
+        key_env: the names of the environment variables holding that endpoint's keys.
+        rpm: requests per minute each of its keys may send (`math.inf`: no limit).
+        tpm: tokens per minute each of its keys may use.
+        concurrency: requests each of its keys may have in flight.
         clock: the clock the run paces by (tests give a fake one).
         on_engine: called with the engine once it is built (to stop it from outside).
 

@@ -1,5 +1,7 @@
-"""Time, behind a small interface, so limits and retries can be tested without sleeping;
-and `Waker`, the one way squall's parts wait for "something changed, or a timeout"."""
+"""Time, behind a small interface, so limits and retries can be tested without sleeping.
+
+`Waker` is the one way squall's parts wait for "something changed, or a timeout".
+"""
 
 from __future__ import annotations
 

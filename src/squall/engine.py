@@ -136,8 +136,10 @@ class Engine:
         return EngineOutcome(status, self._stop, cut)
 
     async def _drain(self) -> int:
-        """Let in-flight requests land: all of them after a clean end, within the grace after
-        Ctrl-C. Return how many were cut."""
+        """Let in-flight requests land; return how many were cut.
+
+        All of them land after a clean end; after Ctrl-C, those that do within the grace.
+        """
         if not self._tasks:
             return self._cut
         if self._interrupted:

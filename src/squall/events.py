@@ -1,5 +1,4 @@
-"""Live counters of a run and of each key, and the notices it raises, read through frozen
-snapshots.
+"""Live counters of a run and of each key, and its notices, read through frozen snapshots.
 
 The engine bumps plain integer fields on the hot path (cheap); the progress display calls
 `statistics()` a few times a second and never reads private state.

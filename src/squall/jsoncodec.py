@@ -75,8 +75,10 @@ def dumps_line(value: Any) -> bytes:
 
 
 def dumps_sorted(value: Any) -> bytes | None:
-    """Return `value` as compact UTF-8 JSON with keys sorted, or None where orjson cannot
-    tell it apart from a near neighbour (a null it wrote may have been NaN) or refuses it.
+    """Return `value` as compact UTF-8 JSON with keys sorted, or None where it cannot.
+
+    None where orjson cannot tell it apart from a near neighbour (a null it wrote may have
+    been NaN) or refuses it.
 
     For row fingerprints: the caller hashes another text where this gives None.
     """

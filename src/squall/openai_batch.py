@@ -76,8 +76,9 @@ def line_model(data: Mapping[str, Any]) -> str | None:
 def request_body(
     row: Row, operation: Operation, extras: Mapping[str, Any], source_name: str
 ) -> tuple[dict[str, Any], str | None]:
-    """Return a batch line's body (the run's `extras` under the line's own fields, `model`
-    removed) and the model it names.
+    """Return a batch line's body and the model it names.
+
+    The body is the run's `extras` under the line's own fields, with `model` removed.
 
     Raises:
         InputError: the line's url is not `operation`'s, its body is not an object, or its

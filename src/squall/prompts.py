@@ -63,8 +63,10 @@ def fingerprint(data: Mapping[str, Any]) -> str:
 
 
 def fingerprint_v1(data: Mapping[str, Any]) -> str:
-    """Return scheme 1's hash of a row (`json.dumps`, sorted): journals made before scheme 2
-    (which record no scheme) hold these."""
+    """Return scheme 1's hash of a row (`json.dumps`, sorted).
+
+    Journals made before scheme 2 (which record no scheme) hold these.
+    """
     try:
         text = _FINGERPRINT_JSON.encode(data)
     except TypeError:  # keys of mixed types cannot be sorted: compare them as text

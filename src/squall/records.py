@@ -26,11 +26,11 @@ OUTPUT_FIELDS: tuple[str, ...] = (
 
 
 class RowState(IntEnum):
-    """A row's state in the journal.
+    r"""A row's state in the journal.
 
     PENDING --mark_sent--> SENT --record_success--> DONE
-                            |  \\--record_failure(final)--> FAILED
-                            \\--record_failure(retry)--> PENDING
+                            |  \--record_failure(final)--> FAILED
+                            \--record_failure(retry)--> PENDING
     A row found SENT when a journal is opened was in flight at a crash: it may have been billed.
     """
 

@@ -1,5 +1,4 @@
-"""Test equipment for squall and its users: doubles for the engine's ports, a fake clock, and
-the provider simulator.
+"""Test equipment for squall and its users: port doubles, a fake clock, the simulator.
 
 `FakeTransport` and `MemoryJournal` implement the engine's ports (`squall.ports`) in memory, as
 httpx ships `MockTransport`: the real `Engine` runs on them with no sockets and no sleeps.

@@ -250,8 +250,10 @@ def _clip(text: str) -> str:
 
 
 def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Return the wait a 429 asked for, in seconds: `retry-after-ms`, `Retry-After` (seconds
-    or HTTP-date), or None."""
+    """Return the wait a 429 asked for, in seconds, or None.
+
+    From `retry-after-ms`, else `Retry-After` (seconds or an HTTP-date).
+    """
     ms = _finite(headers.get("retry-after-ms"))
     if ms is not None:
         return max(0.0, ms / 1000.0)

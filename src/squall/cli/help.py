@@ -1,7 +1,8 @@
-"""What the commands' help shows: command classes that list flags without a metavar, and the
-option types `squall run` declares (each an `Annotated` alias: type, flags and help text).
+r"""What the commands' help shows: command classes and the option types of `squall run`.
 
-Help text is rich markup: write `\\[prices]` for a literal `[prices]`, or rich eats it.
+The command classes list flags without a metavar; each option type is an `Annotated` alias
+(type, flags and help text). Help text is rich markup: write `\[prices]` for a literal
+`[prices]`, or rich eats it.
 """
 
 from __future__ import annotations

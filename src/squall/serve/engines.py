@@ -35,8 +35,9 @@ def plan_launch(
     workdir: Path,
     program: Program | None = None,
 ) -> Launch:
-    """Return the launch for `spec.engine`: finds the engine (unless `program` is given) and
-    builds its command.
+    """Return the launch for `spec.engine`.
+
+    Finds the engine (unless `program` is given) and builds its command.
 
     Raises:
         ConfigError: the spec does not suit the engine.

@@ -1,5 +1,6 @@
-"""LLaMA-Factory: `llamafactory-cli api CONFIG.yaml` with API_HOST, API_PORT, API_KEY,
-API_MODEL_NAME and MAX_CONCURRENT in its environment.
+"""LLaMA-Factory: `llamafactory-cli api CONFIG.yaml`, configured through its environment.
+
+API_HOST, API_PORT, API_KEY, API_MODEL_NAME and MAX_CONCURRENT are set for it.
 
 squall writes the YAML it runs (the user's keys, with flags applied) next to the log, so
 the command is reproducible. LLaMA-Factory merges the adapters into the one model it
