@@ -7,7 +7,16 @@ import math
 
 import pytest
 
-from squall.limits import ConcurrencyWindow, Discovery, Pace, parse_duration
+from squall.limits import (
+    SAFETY_MARGIN,
+    WARMUP_S,
+    ConcurrencyWindow,
+    Discovery,
+    Pace,
+    parse_duration,
+)
+
+M = 1.0 + SAFETY_MARGIN  # how much longer than the limit's an interval is
 
 
 def send_times(pace: Pace, n: int, *, start: float = 0.0, late: float = 0.0) -> list[float]:
@@ -35,41 +44,69 @@ def most_in_window(times: list[float], window: float) -> int:
 
 
 def test_pace_spaces_requests_evenly() -> None:
-    pace = Pace(600)  # one every 0.1 s
-    times = send_times(pace, 50)
-    gaps = [b - a for a, b in itertools.pairwise(times[1:])]
-    assert all(g == pytest.approx(0.1) for g in gaps)
-    # 50 requests take 49 intervals less the one early unit the tolerance allows.
-    assert times[-1] == pytest.approx(4.8)
+    pace = Pace(600)  # one every 0.1 s, paced one every 0.102 s
+    times = send_times(pace, 10)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(g == pytest.approx(0.1 * M) for g in gaps)
+    # 10 requests take 9 intervals: no early unit, no burst.
+    assert times[-1] == pytest.approx(0.9 * M)
 
 
-def test_pace_never_bursts_beyond_one_early_unit() -> None:
+def test_declared_limit_paces_below_the_ceiling() -> None:
+    pace = Pace(2400)  # a 40-per-second limit
+    assert pace.per_minute == 2400  # the ceiling it is given
+    assert pace.interval == pytest.approx(1 / 40 * M)  # the pace it keeps
+    times = send_times(pace, 801, start=100.0)
+    # 800 intervals at 98% of the limit, and the one warm-up pause of a cold start.
+    assert times[-1] - times[0] == pytest.approx(800 / 40 * M + WARMUP_S, abs=0.03)
+    assert (len(times) - 1) / (times[-1] - times[0]) <= 40 / M
+
+
+def test_pace_never_bursts() -> None:
     pace = Pace(600)
     times = send_times(pace, 200)
-    # A provider's one-second window holds 10 units; the pace never puts more than 11 there.
-    assert most_in_window(times, 1.0) <= 11
+    # A provider's one-second window holds 10 units; the pace never puts more there.
+    assert most_in_window(times, 1.0) <= 10
     # And after a long idle spell it does not bank a burst either.
     idle = send_times(pace, 30, start=times[-1] + 60.0)
-    assert most_in_window(idle, 1.0) <= 11
-    assert idle[1] - idle[0] == 0.0  # the one early unit
-    assert idle[2] - idle[1] == pytest.approx(0.1)
+    assert most_in_window(idle, 1.0) <= 10
+    assert idle[1] - idle[0] == pytest.approx(0.1 * M)
 
 
 def test_pace_gives_no_early_unit_to_slow_keys() -> None:
     # 60 rpm: one per second; a provider window holds one, so an early one would be refused.
     pace = Pace(60)
     times = send_times(pace, 5, start=10.0)
-    assert times == pytest.approx([10.0, 11.0, 12.0, 13.0, 14.0])
+    assert times == pytest.approx([10.0 + i * M for i in range(5)])
     pace = Pace(100)  # 1.67 per window: still below two
-    times = send_times(pace, 4)
-    assert [b - a for a, b in itertools.pairwise(times)] == pytest.approx([0.6] * 3)
+    times = send_times(pace, 4, late=0.01)
+    assert [b - a for a, b in itertools.pairwise(times)] == pytest.approx([0.6 * M + 0.01] * 3)
 
 
 def test_pace_keeps_the_schedule_when_woken_slightly_late() -> None:
     pace = Pace(600)
     times = send_times(pace, 101, late=0.004)  # the loop wakes each send 4 ms late
-    # Drifting would add 4 ms per send (0.4 s over 100 sends); keeping the schedule adds none.
-    assert times[-1] <= 100 * 0.1 + 0.01
+    # Drifting would add 4 ms per send (0.4 s over 100 sends); keeping the schedule adds at
+    # most one wake-up's lateness per window (the guard counts the sends as they left), and the
+    # one warm-up pause of a cold start.
+    assert times[-1] <= 100 * 0.1 * M + WARMUP_S + 10 * 0.004 + 0.01
+
+
+@pytest.mark.parametrize("late", [0.0, 0.004, 0.011, 0.03])
+@pytest.mark.parametrize("per_second", [2, 4, 20, 40, 8.33, 166.7])
+def test_requests_evenly_spaced_within_any_one_second_window(
+    per_second: float, late: float
+) -> None:
+    pace = Pace(per_second * 60)
+    times = send_times(pace, 600, late=late)
+    # Catching up on late wake-ups never crowds a provider's one-second sliding window.
+    assert most_in_window(times, 1.0) <= math.ceil(per_second - 1e-9)
+    if per_second == int(per_second):
+        assert most_in_window(times, 1.0) <= per_second
+    # Nor any span of the margin's length: the next request always leaves the jitter's room.
+    cap = math.ceil(per_second - 1e-9)
+    spans = [b - a for a, b in zip(times, times[cap:], strict=False)]
+    assert min(spans) >= cap / per_second * M - 1e-9
 
 
 def test_pace_restarts_from_now_after_an_idle_spell() -> None:
@@ -77,8 +114,7 @@ def test_pace_restarts_from_now_after_an_idle_spell() -> None:
     send_times(pace, 10)
     assert pace.ready_at(100.0) == 100.0
     pace.take(100.0)
-    pace.take(100.0)
-    assert pace.ready_at(100.0) == pytest.approx(100.1)
+    assert pace.ready_at(100.0) == pytest.approx(100.0 + 0.1 * M)
 
 
 def test_pace_unlimited_lets_everything_through() -> None:
@@ -97,9 +133,9 @@ def test_pace_set_rate_changes_spacing_and_keeps_booked_schedule() -> None:
     pace.take(0.0)  # booked to 0.2
     pace.set_rate(60)  # slow key now: no early unit
     assert pace.per_minute == 60
-    assert pace.ready_at(0.0) == pytest.approx(0.2)
-    pace.take(0.2)
-    assert pace.ready_at(0.2) == pytest.approx(1.2)
+    assert pace.ready_at(0.0) == pytest.approx(0.2 * M)
+    pace.take(0.2 * M)
+    assert pace.ready_at(0.2) == pytest.approx(1.2 * M)
     pace.set_rate(None)
     assert pace.ready_at(0.2) == 0.2
     pace.set_rate(6000)
@@ -109,11 +145,11 @@ def test_pace_set_rate_changes_spacing_and_keeps_booked_schedule() -> None:
 def test_pace_adjust_corrects_a_booking_both_ways() -> None:
     tokens = Pace(6000)  # 100 tokens/s
     tokens.take(0.0, cost=100)  # booked one second of tokens
-    assert tokens.ready_at(0.0) == pytest.approx(1.0 - 0.01)
+    assert tokens.ready_at(0.0) == pytest.approx(1.0 * M)
     tokens.adjust(-50)  # the answer used 50 fewer tokens than booked
-    assert tokens.ready_at(0.0) == pytest.approx(0.5 - 0.01)
+    assert tokens.ready_at(0.0) == pytest.approx(0.5 * M)
     tokens.adjust(+150)
-    assert tokens.ready_at(0.0) == pytest.approx(2.0 - 0.01)
+    assert tokens.ready_at(0.0) == pytest.approx(2.0 * M)
 
 
 def test_pace_push_back_holds_the_schedule_but_never_pulls_it_forward() -> None:

@@ -17,6 +17,12 @@ from .limits import ConcurrencyWindow, Discovery, Pace, RateInfo
 from .ports import Lease, Refusal, Usage
 
 _COOL_MAX_S = 60.0
+# A declared (or announced) limit that still draws 429s is paced this much lower per cut, never
+# below _FACTOR_MIN of it, and recovers _FACTOR_STEP of it per _FACTOR_RECOVER_S without a cut.
+_FACTOR_CUT = 0.97
+_FACTOR_MIN = 0.3
+_FACTOR_STEP = 0.01
+_FACTOR_RECOVER_S = 5.0
 _RECENT_S = 5.0  # the longest span rate_now() is asked about
 
 
@@ -37,8 +43,10 @@ class KeySlot:
         self.header_rpm: float | None = None
         self.header_tpm: float | None = None
         self.factor = 1.0  # shrinks when a declared limit still draws 429s
+        self._factor_at = -math.inf  # when the factor last changed
+        self._cut_at = -math.inf  # when a 429 last cut it
         self.requests = Pace(None)
-        self.tokens = Pace(None)
+        self.tokens = Pace(None, guard=False)
         self.max_concurrency = key.max_concurrency or endpoint.max_concurrency
         # What the key accepts at once, at most max_concurrency: lower once it refuses more.
         self.window = ConcurrencyWindow(self.max_concurrency)
@@ -142,8 +150,10 @@ class KeySlot:
             self.completion_mean += 0.05 * (usage.completion_tokens - self.completion_mean)
         if usage.prompt_tokens is not None and usage.completion_tokens is not None:
             self.tokens.adjust(usage.prompt_tokens + usage.completion_tokens - lease.tokens)
-        if self.factor < 1.0:
-            self.factor = min(1.0, self.factor + 0.002)
+        if self.factor < 1.0 and lease.started - self._factor_at >= _FACTOR_RECOVER_S:
+            # Slowly back up: a limit that drew a 429 once is tried again, a step at a time.
+            self.factor = min(1.0, self.factor + _FACTOR_STEP)
+            self._factor_at = lease.started
             self._apply_rates()
 
     def on_error(self) -> None:
@@ -177,7 +187,7 @@ class KeySlot:
                     f"{ConcurrencyWindow.GROW_AFTER_S:.0f}s)"
                 )
             return None
-        self._cool(refusal, now)
+        self._cool(lease, refusal, now)
         return None
 
     def _too_many_at_once(self, lease: Lease, refusal: Refusal, now: float) -> bool:
@@ -189,7 +199,7 @@ class KeySlot:
             return False
         return self.window.on_refused(now, lease.in_flight, worded=refusal.concurrency)
 
-    def _cool(self, refusal: Refusal, now: float) -> None:
+    def _cool(self, lease: Lease, refusal: Refusal, now: float) -> None:
         self.cool_streak += 1
         wait = refusal.retry_after
         if wait is None:
@@ -205,8 +215,16 @@ class KeySlot:
             assert self.discovery is not None
             self.discovery.on_rate_limited(now, observed)
             self._apply_rates()
-        elif self.declared_rpm is not None or self.header_rpm is not None:
-            self.factor = max(0.3, self.factor * 0.9)
+        elif (
+            self.declared_rpm is not None
+            or self.header_rpm is not None
+            or self.declared_tpm is not None
+            or self.header_tpm is not None
+        ) and lease.started > self._cut_at:
+            # A known limit still refused: pace it a little lower. Requests sent before the
+            # last cut were paced the old way, so their 429s do not cut again.
+            self.factor = max(_FACTOR_MIN, self.factor * _FACTOR_CUT)
+            self._factor_at = self._cut_at = now
             self._apply_rates()
 
     def on_headers(self, rate: RateInfo, now: float) -> None:

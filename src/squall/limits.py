@@ -1,10 +1,14 @@
 """Per-key pacing: even spacing of requests and tokens, and finding limits nobody declared.
 
 Providers enforce a per-minute limit over much shorter windows (a 600 rpm key may refuse the
-11th request within one second), so a limit here is a *pace*, not a budget: requests leave one
-interval apart, following the generic cell rate algorithm (GCRA). A small tolerance lets a
-request that the event loop woke late keep the schedule instead of drifting behind it, without
-ever allowing more than one request early.
+11th request within one second), and many count requests in a *sliding* window: any one
+second may hold at most a second's share of the limit. So a limit here is a ceiling, not a
+target: requests leave one interval apart (the generic cell rate algorithm, GCRA), the interval
+stretched by `SAFETY_MARGIN` so the jitter between leaving here and arriving there never puts
+one request too many into a provider's window. A small tolerance lets a request that the event
+loop woke late keep the schedule instead of drifting behind it, and a guard on the requests
+sent makes sure that catching up never does either: no span of `PROVIDER_WINDOW_S` stretched by
+the margin holds more than the window's whole number of requests.
 
 Nothing here sleeps or reads the time: callers pass `now` (from a Clock) and wait themselves.
 """
@@ -13,30 +17,63 @@ from __future__ import annotations
 
 import math
 import re
+from collections import deque
 from dataclasses import dataclass
 
 # Providers quantise per-minute limits to about this window (OpenAI documents 1 s).
 PROVIDER_WINDOW_S = 1.0
+# How far under a limit the pace stays: intervals are this much longer than the limit's, so
+# about 20 ms of jitter per second of window is absorbed.
+SAFETY_MARGIN = 0.02
+# A key's first requests open connections and may reach the provider this much after they
+# were booked: the guard counts those booked this soon after a cold start as sent then.
+WARMUP_S = 0.1
+# A pace unused this long starts cold again (its connections have likely been closed).
+COLD_AFTER_S = 15.0
 
 
 class Pace:
-    """An even pace of `per_minute` units; `None` or `inf` means unlimited.
+    """An even pace under `per_minute` units; `None` or `inf` means unlimited.
 
-    `ready_at(now, cost)` tells when `cost` units may go; `take(now, cost)` books them.
+    `ready_at(now, cost)` tells when `cost` units may go; `take(now, cost)` books them. The
+    pace runs `SAFETY_MARGIN` under the rate it is given. With `guard` (for requests, whose
+    cost is always one) and where a provider's window holds two or more units, no `cap + 1`
+    units in a row ever span less than `cap` intervals (`cap`: the units per window, rounded
+    up): the tolerance that lets a late request keep the schedule may close one gap, but never
+    crowds a window. Units booked within `WARMUP_S` of a cold start count, for the guard, as
+    sent `WARMUP_S` after it, since their connections are still being opened. No unit ever
+    goes before its turn: after an idle spell the pace restarts from now, without a burst.
     """
 
-    __slots__ = ("_interval", "_per_minute", "_tat", "_tolerance")
+    __slots__ = (
+        "_cap",
+        "_guard",
+        "_hold",
+        "_interval",
+        "_per_minute",
+        "_sent",
+        "_span",
+        "_started",
+        "_tat",
+        "_tolerance",
+    )
 
-    def __init__(self, per_minute: float | None) -> None:
-        self._tat = 0.0  # theoretical arrival time of the next unit
+    def __init__(self, per_minute: float | None, *, guard: bool = True) -> None:
+        self._tat = -math.inf  # when the next unit is due (theoretical arrival time)
+        self._hold = 0.0  # nothing goes before this (a 429, a spent budget)
         self._per_minute: float | None = None
         self._interval = 0.0
         self._tolerance = 0.0
+        self._guard = guard
+        self._cap = 0  # the most units any guard span may hold; 0: no guard
+        self._span = 0.0  # what `_cap + 1` units in a row span at least
+        self._started = -math.inf  # when the pace last started cold
+        self._sent: deque[float] = deque()  # the last `_cap` send times (guard only)
         self.set_rate(per_minute)
 
     @property
     def per_minute(self) -> float | None:
-        """The pace in units per minute, None when unlimited."""
+        """The limit being paced under, in units per minute; None when unlimited."""
         return self._per_minute
 
     @property
@@ -44,19 +81,30 @@ class Pace:
         """False when this pace lets everything through."""
         return self._per_minute is not None
 
+    @property
+    def interval(self) -> float:
+        """Seconds between two units at this pace (0 when unlimited)."""
+        return self._interval
+
     def set_rate(self, per_minute: float | None) -> None:
         """Change the pace from now on, keeping the schedule already booked."""
         if per_minute is None or math.isinf(per_minute):
             self._per_minute = None
             self._interval = 0.0
             self._tolerance = 0.0
+            self._cap = 0
+            self._sent.clear()
             return
         self._per_minute = max(per_minute, 1e-6)
-        self._interval = 60.0 / self._per_minute
+        self._interval = 60.0 / self._per_minute * (1.0 + SAFETY_MARGIN)
         per_window = self._per_minute / 60.0 * PROVIDER_WINDOW_S
         # One unit of catch-up only where the provider's window holds two or more units:
         # a key allowed one request per window would refuse the early one.
         self._tolerance = self._interval if per_window >= 2 else 0.0
+        self._cap = math.ceil(per_window - 1e-9) if self._guard and per_window >= 2 else 0
+        self._span = self._cap * self._interval
+        while len(self._sent) > self._cap:
+            self._sent.popleft()
 
     def ready_at(self, now: float, cost: float = 1.0) -> float:
         """Return the earliest time, at or after `now`, that `cost` units may start."""
@@ -64,16 +112,30 @@ class Pace:
             return now
         # A cost larger than one window's worth would never fit a provider's window: it is
         # allowed once the schedule is clear.
-        return max(now, self._tat - self._tolerance)
+        at = max(now, self._tat, self._hold)
+        if self._cap and len(self._sent) == self._cap:
+            # The next unit goes once the cap-th last one has left the guard's span.
+            at = max(at, self._sent[0] + self._span)
+        return at
 
     def take(self, now: float, cost: float = 1.0) -> None:
         """Book `cost` units as sent at `now` (call only once `ready_at` has come)."""
         if self._per_minute is None:
             return
-        # Keep the schedule if we are late by less than the tolerance; else restart from now,
-        # so an idle key does not bank a burst.
-        start = self._tat if self._tat >= now - self._tolerance else now
+        # Keep the schedule if we are late by less than the tolerance (the next unit may then
+        # follow sooner than one interval); else restart from now, so an idle key does not
+        # bank a burst.
+        if now - self._tat <= self._tolerance:
+            start = self._tat
+        else:
+            if now - self._tat >= COLD_AFTER_S:
+                self._started = now
+            start = now
         self._tat = start + cost * self._interval
+        if self._cap:
+            self._sent.append(max(now, self._started + WARMUP_S))
+            while len(self._sent) > self._cap:
+                self._sent.popleft()  # only the last `cap` sends decide when the next may go
 
     def adjust(self, delta: float) -> None:
         """Correct a booking by `delta` units (positive: more was used than booked)."""
@@ -82,10 +144,11 @@ class Pace:
         self._tat += delta * self._interval
 
     def push_back(self, until: float) -> None:
-        """Hold the schedule until `until` (after a 429 or a zero remaining budget)."""
+        """Hold the pace until `until` (after a 429 or a zero remaining budget)."""
         if self._per_minute is None:
             return
         self._tat = max(self._tat, until)
+        self._hold = max(self._hold, until)
 
 
 @dataclass(frozen=True, slots=True)
