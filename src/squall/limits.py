@@ -27,7 +27,7 @@ PROVIDER_WINDOW_S = 1.0
 SAFETY_MARGIN = 0.02
 # A key's first requests open connections and may reach the provider this much after they
 # were booked: the guard counts those booked this soon after a cold start as sent then.
-WARMUP_S = 0.1
+WARMUP_S = 0.25
 # A pace unused this long starts cold again (its connections have likely been closed).
 COLD_AFTER_S = 15.0
 
