@@ -167,17 +167,25 @@ def test_pace_push_back_holds_the_schedule_but_never_pulls_it_forward() -> None:
 # -- Discovery ----------------------------------------------------------------------------------
 
 
-def test_discovery_slow_start_doubles_each_saturated_second() -> None:
+def test_discovery_grows_exponentially_until_first_429() -> None:
     d = Discovery(start_rpm=600)
     rates = []
     t = 1.0
-    while t < 4.5:  # every send waited on the pace, so the key used all the rate it had
+    while t < 3.0:  # every send waited on the pace, so the key used all the rate it had
         new = d.on_sent(t, saturated=True)
         if new is not None:
-            rates.append(new)
+            rates.append((t, new))
         t += 60.0 / d.rate
-    assert rates == [1200, 2400, 4800]
+    # It doubles each busy quarter second, as TCP's slow start doubles each round trip:
+    # 600 a minute to 76,800 in under two seconds.
+    assert [r for _, r in rates] == [600 * 2**i for i in range(1, 8)]
+    assert all(
+        b - a == pytest.approx(0.25, abs=0.11) for (a, _), (b, _) in itertools.pairwise(rates)
+    )
     assert d.ceiling is None
+    d.on_rate_limited(t, observed_rpm=50_000)
+    assert d.ceiling == 50_000
+    assert d.on_sent(t + 0.3, saturated=True) is None  # no more doubling after the first 429
 
 
 def test_discovery_does_not_grow_while_the_key_is_idle() -> None:
@@ -215,25 +223,35 @@ def busy(d: Discovery, start: float, end: float) -> list[tuple[float, float]]:
     return steps
 
 
-def test_discovery_creeps_up_after_quiet_spells_and_follows_a_rising_limit() -> None:
+def test_discovery_probes_back_to_the_last_rate_that_worked_in_seconds() -> None:
     d = Discovery(start_rpm=1000)
     d.on_rate_limited(1.0, observed_rpm=1000)
     assert d.rate == pytest.approx(800)
-    assert d.on_sent(5.0, saturated=True) is None  # too soon after the 429
-    steps = busy(d, 5.0, 212.0)
-    # One step per ten busy seconds, each 1% of the ceiling, back up to it.
-    assert [r for _, r in steps] == pytest.approx([800 + 10 * i for i in range(1, 21)], abs=1e-6)
+    assert d.on_sent(1.5, saturated=True) is None  # too soon after the 429
+    steps = busy(d, 1.5, 8.0)
+    # Each busy second closes half the gap to 95% of the ceiling: back in seconds.
+    assert [r for _, r in steps] == pytest.approx([875, 912.5, 931.25, 941.25, 950])
+    assert steps[-1][0] - 1.0 <= 7.5
+
+
+def test_discovery_creeps_up_after_quiet_spells_and_follows_a_rising_limit() -> None:
+    d = Discovery(start_rpm=1000)
+    d.on_rate_limited(1.0, observed_rpm=1000)
+    busy(d, 1.0, 8.0)  # back to 950
+    steps = busy(d, 8.0, 60.0)
+    # Then one step per ten busy seconds, each 1% of the ceiling, back up to it.
+    assert [r for _, r in steps] == pytest.approx([960, 970, 980, 990, 1000], abs=1e-6)
     assert all(b - a >= 10 - 1e-9 for (a, _), (b, _) in itertools.pairwise(steps))
     # Past the old ceiling with no 429, each step doubles (capped at 25% of the rate): a
     # limit that rose (or was never a rate) is caught up with in minutes.
-    later = [r for _, r in busy(d, 212.0, 400.0)]
+    later = [r for _, r in busy(d, 60.0, 250.0)]
     assert later[:4] == pytest.approx([1010, 1030, 1070, 1150], abs=1e-6)
     assert d.rate > 3000
     assert d.ceiling == pytest.approx(d.rate)
-    # A 429 up there starts over from the new ceiling, 1% steps again.
-    d.on_rate_limited(400.0, observed_rpm=2000)
+    # A 429 up there starts over from the new ceiling.
+    d.on_rate_limited(250.0, observed_rpm=2000)
     assert d.rate == pytest.approx(1600)
-    assert [r for _, r in busy(d, 400.0, 422.0)] == pytest.approx([1620, 1640], abs=1e-6)
+    assert [r for _, r in busy(d, 250.0, 252.5)] == pytest.approx([1750, 1825])
 
 
 def test_discovery_does_not_creep_while_the_key_is_underused() -> None:

@@ -166,9 +166,13 @@ class RateInfo:
 class Discovery:
     """Find a rate limit nobody declared: grow until 429s appear, then settle just under.
 
-    Slow start doubles the rate each second the key was kept busy; the first 429 marks a
-    ceiling, the rate drops to 80% of it, and then creeps up by 1% of the ceiling for each
-    ten busy seconds without a 429, so it lives just under the limit. Past the ceiling
+    Slow start doubles the rate each quarter second the key was kept busy (as TCP's slow start
+    doubles its window each round trip), so an endpoint with no limit is soon paced by its
+    concurrency alone. The first 429 marks a ceiling (the rate the key was seen to send at), and
+    the rate drops to 80% of it. Then each busy
+    second without a 429 closes half the gap to 95% of the ceiling, so the last rate that
+    worked is back within seconds, and from there the rate creeps up by 1% of the ceiling for
+    each ten busy seconds without a 429, so it lives just under the limit. Past the ceiling
     without a 429, each step doubles (as TCP CUBIC probes past its last loss): a limit that
     rose, or a cap that was never a rate (a relay refusing too many requests in flight with
     a rate-limit message), is caught up with in minutes rather than hours. A key that did not
@@ -177,16 +181,21 @@ class Discovery:
 
     __slots__ = (
         "_beyond",
-        "_busy_since",
         "_ceiling",
+        "_crept_at",
         "_found",
         "_last_429",
+        "_last_cut",
         "_last_step",
         "_sent_in_step",
         "rate",
     )
 
     START_RPM = 600.0
+    SLOW_START_STEP_S = 0.25  # slow start doubles the rate this often
+    STEP_S = 1.0  # after the first 429, the rate closes in on its target this often
+    CREEP_S = 10.0  # and, once there, creeps up this often
+    BACK_TO = 0.95  # the share of the ceiling the rate quickly comes back to after a cut
 
     def __init__(self, start_rpm: float = START_RPM) -> None:
         self.rate = start_rpm
@@ -194,7 +203,8 @@ class Discovery:
         self._last_step = 0.0
         self._sent_in_step = 0
         self._last_429 = -math.inf
-        self._busy_since = 0.0
+        self._last_cut = -math.inf
+        self._crept_at = -math.inf
         self._found = 0.0  # the ceiling as the last 429 left it
         self._beyond = 0  # steps taken past it since
 
@@ -211,7 +221,7 @@ class Discovery:
             self._sent_in_step += 1
         elapsed = now - self._last_step
         if self._ceiling is None:
-            if elapsed < 1.0:
+            if elapsed < self.SLOW_START_STEP_S:
                 return None
             used = self._sent_in_step / elapsed * 60.0
             self._last_step, self._sent_in_step = now, 0
@@ -219,12 +229,21 @@ class Discovery:
                 self.rate *= 2.0
                 return self.rate
             return None
-        if elapsed < 10.0 or now - self._last_429 < 10.0:
+        if elapsed < self.STEP_S or now - self._last_429 < self.STEP_S:
             return None
         used = self._sent_in_step / elapsed * 60.0
         self._last_step, self._sent_in_step = now, 0
         if used < 0.8 * self.rate:
             return None
+        target = self.BACK_TO * self._found
+        if self.rate < target:
+            # Back to the last rate that worked, in seconds: half the gap each busy second.
+            self.rate = min(target, self.rate + max(0.5 * (target - self.rate), 0.01 * self._found))
+            self._crept_at = now
+            return self.rate
+        if now - max(self._last_429, self._crept_at) < self.CREEP_S:
+            return None
+        self._crept_at = now
         step = 0.01 * self._found
         if self.rate >= self._found:
             step = min(step * 2.0**self._beyond, 0.25 * self.rate)
@@ -236,9 +255,10 @@ class Discovery:
     def on_rate_limited(self, now: float, observed_rpm: float) -> float:
         """Note a 429; return the rate (per minute) to use from now on."""
         self._last_429 = now
-        if now - self._last_step < 1.0 and self._ceiling is not None:
+        if now - self._last_cut < 1.0 and self._ceiling is not None:
             return self.rate  # one burst of 429s counts once
-        self._last_step, self._sent_in_step = now, 0
+        self._last_cut = self._last_step = now
+        self._sent_in_step = 0
         ceiling = min(self.rate, observed_rpm) if observed_rpm > 0 else self.rate
         self._ceiling = ceiling if self._ceiling is None else min(self._ceiling, ceiling)
         self._found, self._beyond = self._ceiling, 0
