@@ -13,7 +13,7 @@ from collections import deque
 
 from .config import EndpointConfig, KeyConfig, is_unlimited
 from .events import KeyState, KeyStats
-from .limits import ConcurrencyWindow, Discovery, Pace, RateInfo
+from .limits import PROVIDER_WINDOW_S, ConcurrencyWindow, Discovery, Pace, RateInfo
 from .ports import Lease, Refusal, Usage
 
 _COOL_MAX_S = 60.0
@@ -205,9 +205,10 @@ class KeySlot:
         if wait is None:
             wait = min(_COOL_MAX_S, 0.5 * 2 ** (self.cool_streak - 1))
         until = now + wait
-        # The rate this key really sent at: only since its last cooldown ended, since time
+        # The rate this key really sent at: over the last provider window (a longer span would
+        # average in slow start's lower rates), only since its last cooldown ended, since time
         # spent blocked would make the limit look lower than it is.
-        since = max(now - 2.0, self.blocked_until)
+        since = max(now - PROVIDER_WINDOW_S, self.blocked_until)
         observed = self.rate_now(now, span=now - since) * 60.0 if now - since >= 0.5 else 0.0
         self.blocked_until = max(self.blocked_until, until)
         self.requests.push_back(until)

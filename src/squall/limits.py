@@ -166,9 +166,9 @@ class RateInfo:
 class Discovery:
     """Find a rate limit nobody declared: grow until 429s appear, then settle just under.
 
-    Slow start doubles the rate each quarter second the key was kept busy (as TCP's slow start
-    doubles its window each round trip), so an endpoint with no limit is soon paced by its
-    concurrency alone. The first 429 marks a ceiling (the rate the key was seen to send at), and
+    Slow start doubles the rate each step the key was kept busy, a step lasting four
+    intervals but at least 50 ms (as TCP's slow start doubles its window each round trip), so
+    an endpoint with no limit is paced by its concurrency alone within a second or so. The first 429 marks a ceiling (the rate the key was seen to send at), and
     the rate drops to 80% of it. Then each busy
     second without a 429 closes half the gap to 95% of the ceiling, so the last rate that
     worked is back within seconds, and from there the rate creeps up by 1% of the ceiling for
@@ -192,7 +192,8 @@ class Discovery:
     )
 
     START_RPM = 600.0
-    SLOW_START_STEP_S = 0.25  # slow start doubles the rate this often
+    SLOW_START_STEP_S = 0.05  # slow start doubles the rate this often at most,
+    SLOW_START_SENDS = 4  # and only once a step has had room for this many requests
     STEP_S = 1.0  # after the first 429, the rate closes in on its target this often
     CREEP_S = 10.0  # and, once there, creeps up this often
     BACK_TO = 0.95  # the share of the ceiling the rate quickly comes back to after a cut
@@ -221,11 +222,12 @@ class Discovery:
             self._sent_in_step += 1
         elapsed = now - self._last_step
         if self._ceiling is None:
-            if elapsed < self.SLOW_START_STEP_S:
+            if elapsed < max(self.SLOW_START_STEP_S, self.SLOW_START_SENDS * 60.0 / self.rate):
                 return None
             used = self._sent_in_step / elapsed * 60.0
             self._last_step, self._sent_in_step = now, 0
-            if used >= 0.8 * self.rate:
+            # Half will do: the step's first request was still booked at the old rate.
+            if used >= 0.5 * self.rate:
                 self.rate *= 2.0
                 return self.rate
             return None
