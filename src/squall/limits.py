@@ -168,14 +168,15 @@ class Discovery:
 
     Slow start doubles the rate each step the key was kept busy, a step lasting four
     intervals but at least 50 ms (as TCP's slow start doubles its window each round trip), so
-    an endpoint with no limit is paced by its concurrency alone within a second or so. The first 429 marks a ceiling (the rate the key was seen to send at), and
-    the rate drops to 80% of it. Then each busy
-    second without a 429 closes half the gap to 95% of the ceiling, so the last rate that
-    worked is back within seconds, and from there the rate creeps up by 1% of the ceiling for
-    each ten busy seconds without a 429, so it lives just under the limit. Past the ceiling
-    without a 429, each step doubles (as TCP CUBIC probes past its last loss): a limit that
-    rose, or a cap that was never a rate (a relay refusing too many requests in flight with
-    a rate-limit message), is caught up with in minutes rather than hours. A key that did not
+    an endpoint with no limit is paced by its concurrency alone within a second or so. The
+    first 429 marks a ceiling (the rate the key was seen to send over the last provider
+    window), and the rate drops to 80% of it. Then each busy second without a 429 closes half
+    the gap to 95% of the ceiling, so the last rate that worked is back within seconds, with or
+    without a Retry-After; from there the rate creeps up by 1% of the ceiling for each ten busy
+    seconds without a 429, so it lives just under the limit. Past the ceiling without a 429,
+    each step doubles (as TCP CUBIC probes past its last loss): a limit that rose, or a cap
+    that was never a rate (a relay refusing too many requests in flight with a rate-limit
+    message), is caught up with in minutes rather than hours. A key that did not
     use most of its rate in a step does not grow: an idle key proves nothing.
     """
 
