@@ -13,6 +13,7 @@ import pytest
 
 from squall.config import EndpointConfig, KeyConfig, RunConfig
 from squall.errors import RateLimited
+from squall.limits import RateInfo
 from squall.pool import EndpointPool, Lease
 from squall.ports import Refusal, Usage
 from squall.redact import ApiKey
@@ -122,3 +123,25 @@ async def test_discovery_on_an_unlimited_endpoint_is_soon_paced_by_nothing_but_t
     # second, and then it is the endpoint that paces the key.
     late = [t for t in sent["discover"] if t >= 2.5]
     assert len(late) / 4.0 >= 0.95 * len([t for t in sent["inf"] if t >= 2.5]) / 4.0
+
+
+async def test_a_sliding_window_saying_nothing_remains_costs_one_request_not_the_reset() -> None:
+    # A provider counting a sliding window sends remaining 0 whenever the window is full,
+    # which a pace just under the limit makes it often; its reset (the window emptying) is
+    # about a second away. Waiting for it each time would halve the rate.
+    clock = FakeClock(start=0.5)
+    pool = pool_of(2400.0, clock)
+    window = SlidingWindow(2400.0, 1.0)
+    served = spent = 0
+    while clock.now() < 20.5:
+        lease = await pool.acquire(10, None)
+        now = clock.now()
+        assert window.wait_s(1, now) == 0  # never refused
+        window.take(1, now)
+        served += 1
+        remaining = window.remaining_per_min(now)
+        spent += remaining == 0
+        rate = RateInfo(2400, remaining, window.reset_s(now))
+        await pool.release_ok(lease, USAGE, rate)
+    assert spent >= 100  # the budget was often spent
+    assert served / 20.0 >= 0.95 * 40

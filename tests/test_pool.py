@@ -562,15 +562,11 @@ async def test_headers_pace_an_undeclared_key_instead_of_discovery() -> None:
 
 
 async def test_zero_remaining_blocks_the_key_until_the_reset() -> None:
+    # No limit known (rpm = inf, none in the headers): a spent budget holds until the reset.
     pool, clock, _ = make_pool(endpoint("relay", KEYS[0], KEYS[1], rpm=math.inf))
     a = await pool.acquire(10, None)
     t0 = clock.now()
-    await ok(
-        pool,
-        a,
-        OK,
-        RateInfo(limit_requests=6000, remaining_requests=0, reset_requests_s=2.0),
-    )
+    await ok(pool, a, OK, RateInfo(remaining_requests=0, reset_requests_s=2.0))
     assert {s.label: s.state for s in pool.statistics()}[a.key] is KeyState.COOLING
     others = [await pool.acquire(10, None) for _ in range(3)]
     assert a.key not in {le.key for le in others}
@@ -580,9 +576,29 @@ async def test_zero_remaining_blocks_the_key_until_the_reset() -> None:
     solo, clock2, _ = make_pool(endpoint("relay", KEYS[0], rpm=math.inf))
     lease = await solo.acquire(10, None)
     t1 = clock2.now()
-    await ok(solo, lease, OK, RateInfo(remaining_tokens=0, reset_tokens_s=1.5, limit_tokens=1e6))
+    await ok(solo, lease, OK, RateInfo(remaining_tokens=0, reset_tokens_s=1.5))
     assert (await solo.acquire(10, None)).started == pytest.approx(t1 + 1.5)
     assert t0 == clock.now()
+
+
+async def test_zero_remaining_under_a_known_limit_waits_for_one_request_not_the_reset() -> None:
+    # Paced under a known limit, the budget comes back a request at a time (a sliding window's
+    # oldest request leaves it): waiting the whole reset would halve a sliding window's rate.
+    pool, clock, _ = make_pool(endpoint("relay", KEYS[0], rpm=math.inf))
+    lease = await pool.acquire(10, None)
+    t0 = clock.now()
+    await ok(
+        pool,
+        lease,
+        OK,
+        RateInfo(limit_requests=600, remaining_requests=0, reset_requests_s=1.0),
+    )
+    assert (await pool.acquire(10, None)).started == pytest.approx(t0 + 0.1)
+    tokens, clock2, _ = make_pool(endpoint("relay", KEYS[0], rpm=math.inf, tpm=60_000))
+    lease = await tokens.acquire(90, 10)  # 100 tokens: a tenth of a second at 1,000 a second
+    t1 = clock2.now()
+    await ok(tokens, lease, OK, RateInfo(remaining_tokens=0, reset_tokens_s=1.5))
+    assert (await tokens.acquire(90, 10)).started == pytest.approx(t1 + 0.1)
 
 
 async def test_headers_on_an_error_are_followed_too() -> None:

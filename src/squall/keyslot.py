@@ -45,6 +45,7 @@ class KeySlot:
         self.factor = 1.0  # shrinks when a declared limit still draws 429s
         self._factor_at = -math.inf  # when the factor last changed
         self._cut_at = -math.inf  # when a 429 last cut it
+        self._last_cost = 0.0  # the tokens the last request booked
         self.requests = Pace(None)
         self.tokens = Pace(None, guard=False)
         self.max_concurrency = key.max_concurrency or endpoint.max_concurrency
@@ -109,6 +110,7 @@ class KeySlot:
         """Take one request of `cost` tokens at `now` and return its lease."""
         self.requests.take(now)
         self.tokens.take(now, cost)
+        self._last_cost = cost
         self.in_flight += 1
         self.sent += 1
         self.note_sent(now)
@@ -239,12 +241,20 @@ class KeySlot:
             changed = True
         if changed:
             self._apply_rates()
-        for remaining, reset in (
-            (rate.remaining_requests, rate.reset_requests_s),
-            (rate.remaining_tokens, rate.reset_tokens_s),
+        for remaining, reset, pace, cost in (
+            (rate.remaining_requests, rate.reset_requests_s, self.requests, 1.0),
+            (rate.remaining_tokens, rate.reset_tokens_s, self.tokens, self._last_cost),
         ):
-            if remaining is not None and remaining <= 0 and reset:
+            if remaining is None or remaining > 0 or not reset:
+                continue
+            per_minute = pace.per_minute
+            if per_minute is None:
                 self.blocked_until = max(self.blocked_until, now + reset)
+            else:
+                # Paced just under a known limit, a spent budget comes back a request at a time
+                # (a bucket refills, a sliding window's oldest request leaves it), not all at
+                # the reset: waiting the whole reset would halve a sliding window's rate.
+                pace.push_back(now + min(reset, cost * 60.0 / per_minute))
 
     # -- reading ---------------------------------------------------------------------------------
 
