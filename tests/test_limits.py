@@ -109,6 +109,23 @@ def test_requests_evenly_spaced_within_any_one_second_window(
     assert min(spans) >= cap / per_second * M - 1e-9
 
 
+def test_a_cold_start_counts_its_first_requests_as_sent_late_until_answered() -> None:
+    # A cold key's first requests open connections: they may reach the provider together,
+    # up to WARMUP_S late, so the guard counts them as sent then...
+    cold = send_times(Pace(600), 12, start=10.0)
+    assert cold[10] == pytest.approx(10.0 + WARMUP_S + 10 * 0.1 * M)
+    # ... unless their answers come back sooner: they reached the provider by then.
+    pace = Pace(600)
+    times = []
+    now = 10.0
+    for _ in range(12):
+        now = max(now, pace.ready_at(now))
+        pace.take(now)
+        pace.answered(now, now + 0.05)
+        times.append(now)
+    assert times[10] == pytest.approx(10.0 + 0.05 + 10 * 0.1 * M)
+
+
 def test_pace_restarts_from_now_after_an_idle_spell() -> None:
     pace = Pace(600)
     send_times(pace, 10)

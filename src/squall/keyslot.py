@@ -142,10 +142,13 @@ class KeySlot:
 
     # -- what answers teach ----------------------------------------------------------------------
 
-    def on_success(self, lease: Lease, usage: Usage) -> None:
-        """Learn from an answer: the window held, and how many tokens answers really use."""
+    def on_success(self, lease: Lease, usage: Usage, now: float | None = None) -> None:
+        """Learn from an answer (at `now`, if known): the window held, how many tokens answers
+        really use, and that the request reached the provider by then."""
         self.in_flight -= 1
         self.ok += 1
+        if now is not None:
+            self.requests.answered(lease.started, now)
         self.window.on_ok(lease.in_flight)
         self.cool_streak = 0
         if usage.completion_tokens is not None:

@@ -41,7 +41,8 @@ class Pace:
     units in a row ever span less than `cap` intervals (`cap`: the units per window, rounded
     up): the tolerance that lets a late request keep the schedule may close one gap, but never
     crowds a window. Units booked within `WARMUP_S` of a cold start count, for the guard, as
-    sent `WARMUP_S` after it, since their connections are still being opened. No unit ever
+    sent `WARMUP_S` after it, since their connections are still being opened, or as sent when
+    their answer came (`answered()`), if sooner: it reached the provider by then. No unit ever
     goes before its turn: after an idle spell the pace restarts from now, without a burst.
     """
 
@@ -68,7 +69,8 @@ class Pace:
         self._cap = 0  # the most units any guard span may hold; 0: no guard
         self._span = 0.0  # what `_cap + 1` units in a row span at least
         self._started = -math.inf  # when the pace last started cold
-        self._sent: deque[float] = deque()  # the last `_cap` send times (guard only)
+        # The last `_cap` units (guard only): [booked at, counted as sent at].
+        self._sent: deque[list[float]] = deque()
         self.set_rate(per_minute)
 
     @property
@@ -115,7 +117,7 @@ class Pace:
         at = max(now, self._tat, self._hold)
         if self._cap and len(self._sent) == self._cap:
             # The next unit goes once the cap-th last one has left the guard's span.
-            at = max(at, self._sent[0] + self._span)
+            at = max(at, self._sent[0][1] + self._span)
         return at
 
     def take(self, now: float, cost: float = 1.0) -> None:
@@ -133,9 +135,18 @@ class Pace:
             start = now
         self._tat = start + cost * self._interval
         if self._cap:
-            self._sent.append(max(now, self._started + WARMUP_S))
+            self._sent.append([now, max(now, self._started + WARMUP_S)])
             while len(self._sent) > self._cap:
                 self._sent.popleft()  # only the last `cap` sends decide when the next may go
+
+    def answered(self, booked: float, at: float) -> None:
+        """The unit booked at `booked` was answered at `at`: it reached the provider by then."""
+        if not self._cap or booked >= self._started + WARMUP_S:
+            return  # counted as booked already
+        for unit in self._sent:
+            if unit[0] == booked:
+                unit[1] = min(unit[1], max(booked, at))
+                return
 
     def adjust(self, delta: float) -> None:
         """Correct a booking by `delta` units (positive: more was used than booked)."""
