@@ -13,10 +13,16 @@ from collections import deque
 
 from .config import EndpointConfig, KeyConfig, is_unlimited
 from .events import KeyState, KeyStats
-from .limits import ConcurrencyWindow, Discovery, Pace, RateInfo
+from .limits import PROVIDER_WINDOW_S, ConcurrencyWindow, Discovery, Pace, RateInfo
 from .ports import Lease, Refusal, Usage
 
 _COOL_MAX_S = 60.0
+# A declared (or announced) limit that still draws 429s is paced this much lower per cut, never
+# below _FACTOR_MIN of it, and recovers _FACTOR_STEP of it per _FACTOR_RECOVER_S without a cut.
+_FACTOR_CUT = 0.97
+_FACTOR_MIN = 0.3
+_FACTOR_STEP = 0.01
+_FACTOR_RECOVER_S = 5.0
 _RECENT_S = 5.0  # the longest span rate_now() is asked about
 
 
@@ -37,8 +43,11 @@ class KeySlot:
         self.header_rpm: float | None = None
         self.header_tpm: float | None = None
         self.factor = 1.0  # shrinks when a declared limit still draws 429s
+        self._factor_at = -math.inf  # when the factor last changed
+        self._cut_at = -math.inf  # when a 429 last cut it
+        self._last_cost = 0.0  # the tokens the last request booked
         self.requests = Pace(None)
-        self.tokens = Pace(None)
+        self.tokens = Pace(None, guard=False)
         self.max_concurrency = key.max_concurrency or endpoint.max_concurrency
         # What the key accepts at once, at most max_concurrency: lower once it refuses more.
         self.window = ConcurrencyWindow(self.max_concurrency)
@@ -101,6 +110,7 @@ class KeySlot:
         """Take one request of `cost` tokens at `now` and return its lease."""
         self.requests.take(now)
         self.tokens.take(now, cost)
+        self._last_cost = cost
         self.in_flight += 1
         self.sent += 1
         self.note_sent(now)
@@ -132,18 +142,23 @@ class KeySlot:
 
     # -- what answers teach ----------------------------------------------------------------------
 
-    def on_success(self, lease: Lease, usage: Usage) -> None:
-        """Learn from an answer: the window held, and how many tokens answers really use."""
+    def on_success(self, lease: Lease, usage: Usage, now: float | None = None) -> None:
+        """Learn from an answer (at `now`, if known): the window held, how many tokens answers
+        really use, and that the request reached the provider by then."""
         self.in_flight -= 1
         self.ok += 1
+        if now is not None:
+            self.requests.answered(lease.started, now)
         self.window.on_ok(lease.in_flight)
         self.cool_streak = 0
         if usage.completion_tokens is not None:
             self.completion_mean += 0.05 * (usage.completion_tokens - self.completion_mean)
         if usage.prompt_tokens is not None and usage.completion_tokens is not None:
             self.tokens.adjust(usage.prompt_tokens + usage.completion_tokens - lease.tokens)
-        if self.factor < 1.0:
-            self.factor = min(1.0, self.factor + 0.002)
+        if self.factor < 1.0 and lease.started - self._factor_at >= _FACTOR_RECOVER_S:
+            # Slowly back up: a limit that drew a 429 once is tried again, a step at a time.
+            self.factor = min(1.0, self.factor + _FACTOR_STEP)
+            self._factor_at = lease.started
             self._apply_rates()
 
     def on_error(self) -> None:
@@ -177,7 +192,7 @@ class KeySlot:
                     f"{ConcurrencyWindow.GROW_AFTER_S:.0f}s)"
                 )
             return None
-        self._cool(refusal, now)
+        self._cool(lease, refusal, now)
         return None
 
     def _too_many_at_once(self, lease: Lease, refusal: Refusal, now: float) -> bool:
@@ -189,15 +204,16 @@ class KeySlot:
             return False
         return self.window.on_refused(now, lease.in_flight, worded=refusal.concurrency)
 
-    def _cool(self, refusal: Refusal, now: float) -> None:
+    def _cool(self, lease: Lease, refusal: Refusal, now: float) -> None:
         self.cool_streak += 1
         wait = refusal.retry_after
         if wait is None:
             wait = min(_COOL_MAX_S, 0.5 * 2 ** (self.cool_streak - 1))
         until = now + wait
-        # The rate this key really sent at: only since its last cooldown ended, since time
+        # The rate this key really sent at: over the last provider window (a longer span would
+        # average in slow start's lower rates), only since its last cooldown ended, since time
         # spent blocked would make the limit look lower than it is.
-        since = max(now - 2.0, self.blocked_until)
+        since = max(now - PROVIDER_WINDOW_S, self.blocked_until)
         observed = self.rate_now(now, span=now - since) * 60.0 if now - since >= 0.5 else 0.0
         self.blocked_until = max(self.blocked_until, until)
         self.requests.push_back(until)
@@ -205,8 +221,16 @@ class KeySlot:
             assert self.discovery is not None
             self.discovery.on_rate_limited(now, observed)
             self._apply_rates()
-        elif self.declared_rpm is not None or self.header_rpm is not None:
-            self.factor = max(0.3, self.factor * 0.9)
+        elif (
+            self.declared_rpm is not None
+            or self.header_rpm is not None
+            or self.declared_tpm is not None
+            or self.header_tpm is not None
+        ) and lease.started > self._cut_at:
+            # A known limit still refused: pace it a little lower. Requests sent before the
+            # last cut were paced the old way, so their 429s do not cut again.
+            self.factor = max(_FACTOR_MIN, self.factor * _FACTOR_CUT)
+            self._factor_at = self._cut_at = now
             self._apply_rates()
 
     def on_headers(self, rate: RateInfo, now: float) -> None:
@@ -220,12 +244,20 @@ class KeySlot:
             changed = True
         if changed:
             self._apply_rates()
-        for remaining, reset in (
-            (rate.remaining_requests, rate.reset_requests_s),
-            (rate.remaining_tokens, rate.reset_tokens_s),
+        for remaining, reset, pace, cost in (
+            (rate.remaining_requests, rate.reset_requests_s, self.requests, 1.0),
+            (rate.remaining_tokens, rate.reset_tokens_s, self.tokens, self._last_cost),
         ):
-            if remaining is not None and remaining <= 0 and reset:
+            if remaining is None or remaining > 0 or not reset:
+                continue
+            per_minute = pace.per_minute
+            if per_minute is None:
                 self.blocked_until = max(self.blocked_until, now + reset)
+            else:
+                # Paced just under a known limit, a spent budget comes back a request at a time
+                # (a bucket refills, a sliding window's oldest request leaves it), not all at
+                # the reset: waiting the whole reset would halve a sliding window's rate.
+                pace.push_back(now + min(reset, cost * 60.0 / per_minute))
 
     # -- reading ---------------------------------------------------------------------------------
 

@@ -1,10 +1,14 @@
 """Per-key pacing: even spacing of requests and tokens, and finding limits nobody declared.
 
 Providers enforce a per-minute limit over much shorter windows (a 600 rpm key may refuse the
-11th request within one second), so a limit here is a *pace*, not a budget: requests leave one
-interval apart, following the generic cell rate algorithm (GCRA). A small tolerance lets a
-request that the event loop woke late keep the schedule instead of drifting behind it, without
-ever allowing more than one request early.
+11th request within one second), and many count requests in a *sliding* window: any one
+second may hold at most a second's share of the limit. So a limit here is a ceiling, not a
+target: requests leave one interval apart (the generic cell rate algorithm, GCRA), the interval
+stretched by `SAFETY_MARGIN` so the jitter between leaving here and arriving there never puts
+one request too many into a provider's window. A small tolerance lets a request that the event
+loop woke late keep the schedule instead of drifting behind it, and a guard on the requests
+sent makes sure that catching up never does either: no span of `PROVIDER_WINDOW_S` stretched by
+the margin holds more than the window's whole number of requests.
 
 Nothing here sleeps or reads the time: callers pass `now` (from a Clock) and wait themselves.
 """
@@ -13,30 +17,65 @@ from __future__ import annotations
 
 import math
 import re
+from collections import deque
 from dataclasses import dataclass
 
 # Providers quantise per-minute limits to about this window (OpenAI documents 1 s).
 PROVIDER_WINDOW_S = 1.0
+# How far under a limit the pace stays: intervals are this much longer than the limit's, so
+# about 20 ms of jitter per second of window is absorbed.
+SAFETY_MARGIN = 0.02
+# A key's first requests open connections and may reach the provider this much after they
+# were booked: the guard counts those booked this soon after a cold start as sent then.
+WARMUP_S = 0.25
+# A pace unused this long starts cold again (its connections have likely been closed).
+COLD_AFTER_S = 15.0
 
 
 class Pace:
-    """An even pace of `per_minute` units; `None` or `inf` means unlimited.
+    """An even pace under `per_minute` units; `None` or `inf` means unlimited.
 
-    `ready_at(now, cost)` tells when `cost` units may go; `take(now, cost)` books them.
+    `ready_at(now, cost)` tells when `cost` units may go; `take(now, cost)` books them. The
+    pace runs `SAFETY_MARGIN` under the rate it is given. With `guard` (for requests, whose
+    cost is always one) and where a provider's window holds two or more units, no `cap + 1`
+    units in a row ever span less than `cap` intervals (`cap`: the units per window, rounded
+    up): the tolerance that lets a late request keep the schedule may close one gap, but never
+    crowds a window. Units booked within `WARMUP_S` of a cold start count, for the guard, as
+    sent `WARMUP_S` after it, since their connections are still being opened, or as sent when
+    their answer came (`answered()`), if sooner: it reached the provider by then. No unit ever
+    goes before its turn: after an idle spell the pace restarts from now, without a burst.
     """
 
-    __slots__ = ("_interval", "_per_minute", "_tat", "_tolerance")
+    __slots__ = (
+        "_cap",
+        "_guard",
+        "_hold",
+        "_interval",
+        "_per_minute",
+        "_sent",
+        "_span",
+        "_started",
+        "_tat",
+        "_tolerance",
+    )
 
-    def __init__(self, per_minute: float | None) -> None:
-        self._tat = 0.0  # theoretical arrival time of the next unit
+    def __init__(self, per_minute: float | None, *, guard: bool = True) -> None:
+        self._tat = -math.inf  # when the next unit is due (theoretical arrival time)
+        self._hold = 0.0  # nothing goes before this (a 429, a spent budget)
         self._per_minute: float | None = None
         self._interval = 0.0
         self._tolerance = 0.0
+        self._guard = guard
+        self._cap = 0  # the most units any guard span may hold; 0: no guard
+        self._span = 0.0  # what `_cap + 1` units in a row span at least
+        self._started = -math.inf  # when the pace last started cold
+        # The last `_cap` units (guard only): [booked at, counted as sent at].
+        self._sent: deque[list[float]] = deque()
         self.set_rate(per_minute)
 
     @property
     def per_minute(self) -> float | None:
-        """The pace in units per minute, None when unlimited."""
+        """The limit being paced under, in units per minute; None when unlimited."""
         return self._per_minute
 
     @property
@@ -44,19 +83,30 @@ class Pace:
         """False when this pace lets everything through."""
         return self._per_minute is not None
 
+    @property
+    def interval(self) -> float:
+        """Seconds between two units at this pace (0 when unlimited)."""
+        return self._interval
+
     def set_rate(self, per_minute: float | None) -> None:
         """Change the pace from now on, keeping the schedule already booked."""
         if per_minute is None or math.isinf(per_minute):
             self._per_minute = None
             self._interval = 0.0
             self._tolerance = 0.0
+            self._cap = 0
+            self._sent.clear()
             return
         self._per_minute = max(per_minute, 1e-6)
-        self._interval = 60.0 / self._per_minute
+        self._interval = 60.0 / self._per_minute * (1.0 + SAFETY_MARGIN)
         per_window = self._per_minute / 60.0 * PROVIDER_WINDOW_S
         # One unit of catch-up only where the provider's window holds two or more units:
         # a key allowed one request per window would refuse the early one.
         self._tolerance = self._interval if per_window >= 2 else 0.0
+        self._cap = math.ceil(per_window - 1e-9) if self._guard and per_window >= 2 else 0
+        self._span = self._cap * self._interval
+        while len(self._sent) > self._cap:
+            self._sent.popleft()
 
     def ready_at(self, now: float, cost: float = 1.0) -> float:
         """Return the earliest time, at or after `now`, that `cost` units may start."""
@@ -64,16 +114,39 @@ class Pace:
             return now
         # A cost larger than one window's worth would never fit a provider's window: it is
         # allowed once the schedule is clear.
-        return max(now, self._tat - self._tolerance)
+        at = max(now, self._tat, self._hold)
+        if self._cap and len(self._sent) == self._cap:
+            # The next unit goes once the cap-th last one has left the guard's span.
+            at = max(at, self._sent[0][1] + self._span)
+        return at
 
     def take(self, now: float, cost: float = 1.0) -> None:
         """Book `cost` units as sent at `now` (call only once `ready_at` has come)."""
         if self._per_minute is None:
             return
-        # Keep the schedule if we are late by less than the tolerance; else restart from now,
-        # so an idle key does not bank a burst.
-        start = self._tat if self._tat >= now - self._tolerance else now
+        # Keep the schedule if we are late by less than the tolerance (the next unit may then
+        # follow sooner than one interval); else restart from now, so an idle key does not
+        # bank a burst.
+        if now - self._tat <= self._tolerance:
+            start = self._tat
+        else:
+            if now - self._tat >= COLD_AFTER_S:
+                self._started = now
+            start = now
         self._tat = start + cost * self._interval
+        if self._cap:
+            self._sent.append([now, max(now, self._started + WARMUP_S)])
+            while len(self._sent) > self._cap:
+                self._sent.popleft()  # only the last `cap` sends decide when the next may go
+
+    def answered(self, booked: float, at: float) -> None:
+        """The unit booked at `booked` was answered at `at`: it reached the provider by then."""
+        if not self._cap or booked >= self._started + WARMUP_S:
+            return  # counted as booked already
+        for unit in self._sent:
+            if unit[0] == booked:
+                unit[1] = min(unit[1], max(booked, at))
+                return
 
     def adjust(self, delta: float) -> None:
         """Correct a booking by `delta` units (positive: more was used than booked)."""
@@ -82,10 +155,11 @@ class Pace:
         self._tat += delta * self._interval
 
     def push_back(self, until: float) -> None:
-        """Hold the schedule until `until` (after a 429 or a zero remaining budget)."""
+        """Hold the pace until `until` (after a 429 or a zero remaining budget)."""
         if self._per_minute is None:
             return
         self._tat = max(self._tat, until)
+        self._hold = max(self._hold, until)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,27 +177,38 @@ class RateInfo:
 class Discovery:
     """Find a rate limit nobody declared: grow until 429s appear, then settle just under.
 
-    Slow start doubles the rate each second the key was kept busy; the first 429 marks a
-    ceiling, the rate drops to 80% of it, and then creeps up by 1% of the ceiling for each
-    ten busy seconds without a 429, so it lives just under the limit. Past the ceiling
-    without a 429, each step doubles (as TCP CUBIC probes past its last loss): a limit that
-    rose, or a cap that was never a rate (a relay refusing too many requests in flight with
-    a rate-limit message), is caught up with in minutes rather than hours. A key that did not
+    Slow start doubles the rate each step the key was kept busy, a step lasting four
+    intervals but at least 50 ms (as TCP's slow start doubles its window each round trip), so
+    an endpoint with no limit is paced by its concurrency alone within a second or so. The
+    first 429 marks a ceiling (the rate the key was seen to send over the last provider
+    window), and the rate drops to 80% of it. Then each busy second without a 429 closes half
+    the gap to 95% of the ceiling, so the last rate that worked is back within seconds, with or
+    without a Retry-After; from there the rate creeps up by 1% of the ceiling for each ten busy
+    seconds without a 429, so it lives just under the limit. Past the ceiling without a 429,
+    each step doubles (as TCP CUBIC probes past its last loss): a limit that rose, or a cap
+    that was never a rate (a relay refusing too many requests in flight with a rate-limit
+    message), is caught up with in minutes rather than hours. A key that did not
     use most of its rate in a step does not grow: an idle key proves nothing.
     """
 
     __slots__ = (
         "_beyond",
-        "_busy_since",
         "_ceiling",
+        "_crept_at",
         "_found",
         "_last_429",
+        "_last_cut",
         "_last_step",
         "_sent_in_step",
         "rate",
     )
 
     START_RPM = 600.0
+    SLOW_START_STEP_S = 0.05  # slow start doubles the rate this often at most,
+    SLOW_START_SENDS = 4  # and only once a step has had room for this many requests
+    STEP_S = 1.0  # after the first 429, the rate closes in on its target this often
+    CREEP_S = 10.0  # and, once there, creeps up this often
+    BACK_TO = 0.95  # the share of the ceiling the rate quickly comes back to after a cut
 
     def __init__(self, start_rpm: float = START_RPM) -> None:
         self.rate = start_rpm
@@ -131,7 +216,8 @@ class Discovery:
         self._last_step = 0.0
         self._sent_in_step = 0
         self._last_429 = -math.inf
-        self._busy_since = 0.0
+        self._last_cut = -math.inf
+        self._crept_at = -math.inf
         self._found = 0.0  # the ceiling as the last 429 left it
         self._beyond = 0  # steps taken past it since
 
@@ -148,20 +234,30 @@ class Discovery:
             self._sent_in_step += 1
         elapsed = now - self._last_step
         if self._ceiling is None:
-            if elapsed < 1.0:
+            if elapsed < max(self.SLOW_START_STEP_S, self.SLOW_START_SENDS * 60.0 / self.rate):
                 return None
             used = self._sent_in_step / elapsed * 60.0
             self._last_step, self._sent_in_step = now, 0
-            if used >= 0.8 * self.rate:
+            # Half will do: the step's first request was still booked at the old rate.
+            if used >= 0.5 * self.rate:
                 self.rate *= 2.0
                 return self.rate
             return None
-        if elapsed < 10.0 or now - self._last_429 < 10.0:
+        if elapsed < self.STEP_S or now - self._last_429 < self.STEP_S:
             return None
         used = self._sent_in_step / elapsed * 60.0
         self._last_step, self._sent_in_step = now, 0
         if used < 0.8 * self.rate:
             return None
+        target = self.BACK_TO * self._found
+        if self.rate < target:
+            # Back to the last rate that worked, in seconds: half the gap each busy second.
+            self.rate = min(target, self.rate + max(0.5 * (target - self.rate), 0.01 * self._found))
+            self._crept_at = now
+            return self.rate
+        if now - max(self._last_429, self._crept_at) < self.CREEP_S:
+            return None
+        self._crept_at = now
         step = 0.01 * self._found
         if self.rate >= self._found:
             step = min(step * 2.0**self._beyond, 0.25 * self.rate)
@@ -173,9 +269,10 @@ class Discovery:
     def on_rate_limited(self, now: float, observed_rpm: float) -> float:
         """Note a 429; return the rate (per minute) to use from now on."""
         self._last_429 = now
-        if now - self._last_step < 1.0 and self._ceiling is not None:
+        if now - self._last_cut < 1.0 and self._ceiling is not None:
             return self.rate  # one burst of 429s counts once
-        self._last_step, self._sent_in_step = now, 0
+        self._last_cut = self._last_step = now
+        self._sent_in_step = 0
         ceiling = min(self.rate, observed_rpm) if observed_rpm > 0 else self.rate
         self._ceiling = ceiling if self._ceiling is None else min(self._ceiling, ceiling)
         self._found, self._beyond = self._ceiling, 0

@@ -147,7 +147,7 @@ class EndpointPool:
     async def release_ok(self, lease: Lease, usage: Usage, rate: RateInfo | None) -> None:
         """Return a lease after a successful answer."""
         slot = self._by_key[lease.key]
-        slot.on_success(lease, usage)
+        slot.on_success(lease, usage, self._clock.now())
         if lease.probe:
             self.health.end_probe(lease.endpoint)
         self.health.answered(lease.endpoint)
