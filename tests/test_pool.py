@@ -413,9 +413,15 @@ async def test_a_refusing_endpoint_rests_and_is_tried_again_later() -> None:
     assert "down" in {le.endpoint for le in later}
 
 
+async def _answered_once(pool: EndpointPool) -> Lease:
+    """Let the pool's endpoint answer once (so it gets the long patience), then lease again."""
+    await ok(pool, await pool.acquire(10, None), OK, None)
+    return await pool.acquire(10, None)
+
+
 async def test_rests_grow_while_refusals_continue_and_reset_after_a_success() -> None:
     pool, clock, _ = make_pool(endpoint("down", KEYS[0], rpm=math.inf))
-    lease = await pool.acquire(10, None)
+    lease = await _answered_once(pool)
     rests = []
     for _ in range(8):
         t0 = clock.now()
@@ -432,7 +438,7 @@ async def test_rests_grow_while_refusals_continue_and_reset_after_a_success() ->
 
 async def test_every_endpoint_unreachable_too_long_stops_the_run_resumably() -> None:
     pool, clock, _ = make_pool(endpoint("down", KEYS[0], rpm=math.inf))
-    lease = await pool.acquire(10, None)
+    lease = await _answered_once(pool)
     with pytest.raises(RunStopped, match="no endpoint reachable for 300s"):
         for _ in range(50):  # bounded: rests grow to 60 s, so this passes 300 s well before
             await fail(pool, lease, ConnectionLost("refused", refused=True), None)
@@ -442,7 +448,7 @@ async def test_every_endpoint_unreachable_too_long_stops_the_run_resumably() -> 
 
 async def test_an_answer_ends_the_outage_clock() -> None:
     pool, clock, _ = make_pool(endpoint("down", KEYS[0], rpm=math.inf))
-    lease = await pool.acquire(10, None)
+    lease = await _answered_once(pool)
     for _ in range(6):  # 1+2+4+8+16+32 s of rests: 63 s down
         await fail(pool, lease, ConnectionLost("refused", refused=True), None)
         lease = await pool.acquire(10, None)
@@ -452,6 +458,38 @@ async def test_an_answer_ends_the_outage_clock() -> None:
     # A new outage starts its own count: one refusal now does not stop the run.
     await fail(pool, lease, ConnectionLost("refused", refused=True), None)
     assert (await pool.acquire(10, None)).endpoint == "down"
+
+
+async def test_an_endpoint_that_never_answered_is_given_up_within_seconds() -> None:
+    # A mistyped base URL: no endpoint has answered in this run, so the run stops after a
+    # few refusals (at 0, 1 and 3 s), not after `unreachable_after_s`, and names the URL.
+    pool, clock, _ = make_pool(endpoint("typo", KEYS[0], rpm=math.inf))
+    t0 = clock.now()
+    lease = await pool.acquire(10, None)
+    with pytest.raises(RunStopped, match=r"cannot connect to typo \(http://[^)]+\)") as info:
+        for _ in range(10):  # bounded: it stops at the third refusal
+            await fail(pool, lease, ConnectionLost("refused", refused=True), None)
+            lease = await pool.acquire(10, None)
+    assert clock.now() - t0 == pytest.approx(3.0)
+    assert "base_url" in str(info.value)
+
+
+async def test_one_endpoint_that_answered_keeps_the_long_patience_for_all() -> None:
+    # "up" answered once and then went down too: the long patience holds for the run.
+    pool, clock, _ = make_pool(
+        endpoint("up", KEYS[0], rpm=math.inf), endpoint("typo", KEYS[1], rpm=math.inf)
+    )
+    leases = [await pool.acquire(10, None) for _ in range(2)]
+    for le in leases:
+        if le.endpoint == "up":
+            await ok(pool, le, OK, None)
+        else:
+            await fail(pool, le, ConnectionLost("refused", refused=True), None)
+    for _ in range(8):  # both refuse for a while: well past three refusals each
+        le = await pool.acquire(10, None)
+        await fail(pool, le, ConnectionLost("refused", refused=True), None)
+    assert clock.now() - 1000.0 < 300.0
+    assert pool.live()
 
 
 async def test_refusals_of_requests_already_in_flight_count_as_one_outage() -> None:

@@ -5,26 +5,39 @@ when the rest ends, one request probes it and the others wait for that answer ra
 each spending a try on a connection that will likely be refused again. Any HTTP answer ends
 the outage. Once every endpoint with a live key has been down for `unreachable_after_s`, the
 run stops: waiting longer would only hold it open.
+
+An endpoint that has never answered in this run gets no such patience: when no endpoint has
+answered yet and each has refused `FIRST_CONTACT_REFUSALS` connections in a row (a few
+seconds, with the rests above), the URL is most likely mistyped or the server not started,
+and the run stops with a message naming the URLs.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from .errors import RunStopped
 
 _REST_MAX_S = 60.0
+FIRST_CONTACT_REFUSALS = 3
+"""Refusals in a row (at 0, 1 and 3 s) after which a never-answered endpoint is given up."""
 
 
 class EndpointHealth:
     """The rests, probes and outages of every endpoint in a pool."""
 
     def __init__(
-        self, notify: Callable[[str], None], *, unreachable_after_s: float = 300.0
+        self,
+        notify: Callable[[str], None],
+        *,
+        unreachable_after_s: float = 300.0,
+        urls: Mapping[str, str] | None = None,
     ) -> None:
         self._notify = notify
         self._unreachable_after_s = unreachable_after_s
+        self._urls = dict(urls or {})
+        self._ever_answered: set[str] = set()
         self._rest_until: dict[str, float] = {}
         self._rest_began: dict[str, float] = {}
         self._streak: dict[str, int] = {}
@@ -56,6 +69,7 @@ class EndpointHealth:
         """An endpoint answered (any HTTP status): its outage, if any, is over."""
         self._streak.pop(endpoint, None)
         self._down_since.pop(endpoint, None)
+        self._ever_answered.add(endpoint)
 
     def refused(self, endpoint: str, now: float, started: float) -> None:
         """A connection to `endpoint` (for a request sent at `started`) was refused."""
@@ -73,9 +87,23 @@ class EndpointHealth:
             self._notify(f"endpoint {endpoint} refuses connections: resting it {until - now:.0f}s")
 
     def check_reachable(self, live_endpoints: Iterable[str], now: float) -> None:
-        """Raise RunStopped once every endpoint in `live_endpoints` has refused connections
-        for `unreachable_after_s`."""
+        """Raise RunStopped when no endpoint in `live_endpoints` can be reached.
+
+        That is: every one has refused connections for `unreachable_after_s`, or none has
+        answered in this run and each has refused `FIRST_CONTACT_REFUSALS` in a row.
+        """
         endpoints = set(live_endpoints)
+        if (
+            endpoints
+            and not endpoints & self._ever_answered
+            and all(self._streak.get(ep, 0) >= FIRST_CONTACT_REFUSALS for ep in endpoints)
+        ):
+            where = ", ".join(f"{ep} ({self._urls.get(ep, '?')})" for ep in sorted(endpoints))
+            raise RunStopped(
+                f"cannot connect to {where}: refused {FIRST_CONTACT_REFUSALS} times in a row "
+                "and never answered in this run; check base_url (host, port, /v1) and that "
+                "the server is running, then rerun to resume"
+            )
         since = [self._down_since.get(ep) for ep in endpoints]
         if endpoints and all(t is not None and now - t >= self._unreachable_after_s for t in since):
             raise RunStopped(

@@ -32,6 +32,7 @@ class KeySlot:
     def __init__(self, key_id: str, endpoint: EndpointConfig, key: KeyConfig, model: str) -> None:
         self.key_id = key_id
         self.endpoint = endpoint.name
+        self.base_url = endpoint.base_url
         self.masked = key.key.masked
         self.model = model
         self.pinned = endpoint.model is not None

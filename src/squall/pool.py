@@ -62,7 +62,11 @@ class EndpointPool:
         self._by_key = {s.key_id: s for s in self.slots}
         self._clock = clock
         self._notify = notify
-        self.health = EndpointHealth(notify, unreachable_after_s=unreachable_after_s)
+        self.health = EndpointHealth(
+            notify,
+            unreachable_after_s=unreachable_after_s,
+            urls={s.endpoint: s.base_url for s in self.slots},
+        )
         self._changed = Waker(clock)
         self._queue: deque[object] = deque()  # callers waiting in acquire(), in arrival order
 
