@@ -78,7 +78,8 @@ class CompletionsOperation:
         `choices`. Without either, the registry's operation itself is returned.
         """
         wanted = []
-        if params.get("logprobs") not in (None, False):
+        logprobs = params.get("logprobs")
+        if logprobs is not None and logprobs is not False:  # 0 asks for them too
             wanted.append("logprobs")
         n = params.get("n")
         if isinstance(n, int) and n > 1:

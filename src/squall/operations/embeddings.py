@@ -92,6 +92,7 @@ class Estimated(Protocol):
 
 
 T = TypeVar("T", bound=Estimated)
+S = TypeVar("S")
 
 
 class EmbeddingsOperation:
@@ -340,7 +341,7 @@ def pack_body(bodies: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {**bodies[0], "input": [b["input"] for b in bodies]}
 
 
-def split(specs: Sequence[T]) -> tuple[list[T], list[T]]:
+def split(specs: Sequence[S]) -> tuple[list[S], list[S]]:
     """Return the two halves of a pack refused as a bad request, to send each on its own.
 
     Halving until the bad row is alone costs about 2 * log2(len) extra requests; a pack of
