@@ -237,3 +237,12 @@ async def test_a_packs_tokens_all_count_against_the_tpm_limit(
     clock.advance(2)  # 20 tokens refilled: the debt paid, 10 in the bucket again
     assert (await post(session, sim, "/embeddings", {**body, "input": "x"}))[0] == 200
     assert [e.inputs for e in sim.ledger()] == [3, 1, 1]
+
+
+async def test_a_malformed_embeddings_answer_has_no_data(
+    simulator: Factory, session: aiohttp.ClientSession
+) -> None:
+    sim = simulator(SimConfig(p_malformed=1.0, malformed_shape="no_choices"))
+    status, _, data = await post(session, sim, "/embeddings", {"model": "e", "input": ["a"]})
+    assert status == 200 and "data" not in data and "usage" in data
+    assert [(e.served, e.fault) for e in sim.ledger()] == [(False, "malformed")]

@@ -158,7 +158,7 @@ class PackedOperation(Operation, Protocol):
 CHAT: Operation = ChatOperation()
 """The chat-completion operation, the default."""
 
-COMPLETIONS: Operation = CompletionsOperation()
+COMPLETIONS: CompletionsOperation = CompletionsOperation()
 """The legacy completions operation (no extra output columns: see `with_params`)."""
 
 EMBEDDINGS: PackedOperation = EmbeddingsOperation()
