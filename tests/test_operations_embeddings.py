@@ -265,6 +265,8 @@ def test_parse_pack_checks_the_dimensions_asked_for() -> None:
     assert len(parse_pack(raw, [1, 1], redact, dimensions=2)) == 2
     with pytest.raises(MalformedResponse, match="index 0 has 2 dimensions, not the 3"):
         parse_pack(raw, [1, 1], redact, dimensions=3)
+    with pytest.raises(MalformedResponse, match="not the 4 asked for"):
+        OP.parse_pack(raw, [1, 1], redact, dimensions=4)
 
 
 def test_base64_round_trips_little_endian_float32() -> None:

@@ -118,9 +118,10 @@ class PackedOperation(Operation, Protocol):
     `build` still makes one row's body, and `parse` reads the answer to a one-row request;
     the engine sends packs instead:
 
-        for group in op.pack(specs, key):           # by count, estimated tokens, settings
-            body = op.pack_body([s.body for s in group])   # then add `model`
-            rows = op.parse_pack(raw, [s.est_prompt_tokens for s in group], redact)
+        for group in op.pack(specs, key=embeddings.spec_key):  # count, tokens, settings
+            body = op.pack_body([s.body for s in group])  # then add `model`
+            rows = op.parse_pack(raw, [s.est_prompt_tokens for s in group], redact,
+                                 dimensions=body.get("dimensions"))
             # rows[i] answers group[i]: journal rows[i].as_completion() for it
 
     A pack refused as a bad request (400) is split in halves (`embeddings.split`) and each
@@ -145,9 +146,17 @@ class PackedOperation(Operation, Protocol):
         ...
 
     def parse_pack(
-        self, raw: bytes, estimates: Sequence[int], redact: Callable[[str], str]
+        self,
+        raw: bytes,
+        estimates: Sequence[int],
+        redact: Callable[[str], str],
+        *,
+        dimensions: int | None = None,
     ) -> list[EmbeddedRow]:
         """Return each input's answer, in the order sent, matched by the answer's indexes.
+
+        `estimates` are the rows' estimated tokens (the answer's usage is shared by them);
+        `dimensions`, when given, is the vectors' length to check.
 
         Raises:
             MalformedResponse: the body does not answer exactly the inputs sent.

@@ -211,10 +211,15 @@ class EmbeddingsOperation:
         return pack_body(bodies)
 
     def parse_pack(
-        self, raw: bytes, estimates: Sequence[int], redact: Callable[[str], str]
+        self,
+        raw: bytes,
+        estimates: Sequence[int],
+        redact: Callable[[str], str],
+        *,
+        dimensions: int | None = None,
     ) -> list[EmbeddedRow]:
-        """Return `parse_pack(raw, estimates, redact)`."""
-        return parse_pack(raw, estimates, redact)
+        """Return `parse_pack(raw, estimates, redact, dimensions=dimensions)`."""
+        return parse_pack(raw, estimates, redact, dimensions=dimensions)
 
     def output_fields(self, result: RowResult) -> dict[str, Any]:
         """Return the output columns: the vector (a list), then squall's bookkeeping."""
