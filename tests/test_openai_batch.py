@@ -64,9 +64,9 @@ def test_request_body_puts_the_lines_fields_over_the_runs_and_takes_out_the_mode
 
 def test_request_body_refuses_other_urls_bodies_and_models() -> None:
     with pytest.raises(
-        InputError, match=r"url is '/v1/embeddings'; squall sends only /v1/chat/completions"
+        InputError, match=r"url is '/v1/moderations'; squall sends only /v1/chat/completions"
     ) as info:
-        openai_batch.request_body(Row(0, 2, line(url="/v1/embeddings")), CHAT, {}, "b.jsonl")
+        openai_batch.request_body(Row(0, 2, line(url="/v1/moderations")), CHAT, {}, "b.jsonl")
     assert info.value.field == "url"
     with pytest.raises(InputError, match="body must be a JSON object"):
         openai_batch.request_body(Row(0, 2, line(body=[1])), CHAT, {}, "b.jsonl")

@@ -37,10 +37,12 @@ def test_the_registry_names_chat_and_its_urls() -> None:
     assert CHAT in operations()
     assert CHAT.path == "/chat/completions"
     assert CHAT.batch_url == "/v1/chat/completions"
-    assert batch_urls() == ("/v1/chat/completions",)
+    assert batch_urls() == ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
     assert for_batch_url("/v1/chat/completions") is CHAT
-    assert for_batch_url("/v1/embeddings") is None
-    with pytest.raises(ConfigError, match="unknown operation 'nope': use one of chat"):
+    assert for_batch_url("/v1/moderations") is None
+    with pytest.raises(
+        ConfigError, match="unknown operation 'nope': use one of chat, completions, embeddings"
+    ):
         operation("nope")
 
 

@@ -112,12 +112,12 @@ def test_bad_limit_settings_raise_config_error(key: dict[str, Any]) -> None:
 
 
 async def test_only_the_paths_in_the_table_are_answered(simulator: Any) -> None:
-    assert set(REQUEST_KINDS) == {"/v1/chat/completions"}
+    assert set(REQUEST_KINDS) == {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
     sim: Simulator = simulator()
     body = {"model": "m", "input": "hello"}
     async with (
         aiohttp.ClientSession() as s,
-        s.post(sim.base_url + "/embeddings", json=body) as r,
+        s.post(sim.base_url + "/moderations", json=body) as r,
     ):
         assert r.status == 404
         assert (await r.json())["error"]["code"] == "unknown_url"

@@ -86,3 +86,23 @@ def _parts_tokens(parts: list[Any]) -> int:
         else:
             total += estimate_text_tokens(json.dumps(part, ensure_ascii=False, default=str))
     return total
+
+
+def estimate_prompt_tokens(prompt: Any) -> int:
+    """Return the estimated tokens of a completions `prompt` or an embeddings `input`.
+
+    Either API takes a string, a list of strings, a list of token ids, or a list of such
+    lists: text counts by `estimate_text_tokens`, a token id as one token. There is no chat
+    framing (no `MESSAGE_OVERHEAD`, no `REPLY_PRIMING`); anything else counts as 0.
+    """
+    if isinstance(prompt, str):
+        return estimate_text_tokens(prompt)
+    if isinstance(prompt, list):
+        total = 0
+        for item in prompt:
+            if isinstance(item, int):
+                total += 1
+            else:
+                total += estimate_prompt_tokens(item)
+        return total
+    return 0

@@ -6,18 +6,26 @@ written back, and the body of an OpenAI batch output line. Transport, prompts, o
 batch format ask the operation instead of assuming one. A new kind is one new module here,
 added to `_REGISTRY`.
 
-    chat    /chat/completions (operations/chat.py)
+    chat         /chat/completions (operations/chat.py)
+    completions  /completions (operations/completions.py)
+    embeddings   /embeddings (operations/embeddings.py): many rows packed to a request
+
+Most kinds send one row a request. A kind that packs rows is also a `PackedOperation`
+(`packing(op)` says which): the engine groups the rows' requests with `pack`, sends one
+`pack_body` per group, and shares out its answer with `parse_pack` (see embeddings.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigError
 from ..records import Completion, Row, RowResult
 from .chat import ChatOperation
+from .completions import CompletionsOperation
+from .embeddings import EmbeddedRow, EmbeddingsOperation
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +111,73 @@ class Operation(Protocol):
         ...
 
 
+@runtime_checkable
+class PackedOperation(Operation, Protocol):
+    """An operation whose requests carry many rows each (embeddings).
+
+    `build` still makes one row's body, and `parse` reads the answer to a one-row request;
+    the engine sends packs instead:
+
+        for group in op.pack(specs, key=embeddings.spec_key):  # count, tokens, settings
+            body = op.pack_body([s.body for s in group])  # then add `model`
+            rows = op.parse_pack(raw, [s.est_prompt_tokens for s in group], redact,
+                                 dimensions=body.get("dimensions"))
+            # rows[i] answers group[i]: journal rows[i].as_completion() for it
+
+    A pack refused as a bad request (400) is split in halves (`embeddings.split`) and each
+    half sent again, until the bad row is alone and fails by itself.
+
+    Attributes:
+        max_inputs: the most rows in one request.
+        max_tokens: the most estimated tokens in one request.
+    """
+
+    max_inputs: int
+    max_tokens: int
+
+    def pack(
+        self, specs: Iterable[Any], key: Callable[[Any], object] | None = None
+    ) -> Iterator[list[Any]]:
+        """Yield `specs` grouped into packs, in order (see `embeddings.pack`)."""
+        ...
+
+    def pack_body(self, bodies: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Return the one body (without `model`) that carries `bodies`' inputs."""
+        ...
+
+    def parse_pack(
+        self,
+        raw: bytes,
+        estimates: Sequence[int],
+        redact: Callable[[str], str],
+        *,
+        dimensions: int | None = None,
+    ) -> list[EmbeddedRow]:
+        """Return each input's answer, in the order sent, matched by the answer's indexes.
+
+        `estimates` are the rows' estimated tokens (the answer's usage is shared by them);
+        `dimensions`, when given, is the vectors' length to check.
+
+        Raises:
+            MalformedResponse: the body does not answer exactly the inputs sent.
+        """
+        ...
+
+
 CHAT: Operation = ChatOperation()
 """The chat-completion operation, the default."""
 
-_REGISTRY: dict[str, Operation] = {op.name: op for op in (CHAT,)}
+COMPLETIONS: CompletionsOperation = CompletionsOperation()
+"""The legacy completions operation (no extra output columns: see `with_params`)."""
+
+EMBEDDINGS: PackedOperation = EmbeddingsOperation()
+"""The embeddings operation, with the default packing limits."""
+
+_REGISTRY: dict[str, Operation] = {op.name: op for op in (CHAT, COMPLETIONS, EMBEDDINGS)}
 
 
 def operation(name: str) -> Operation:
-    """Return the operation called `name` ("chat").
+    """Return the operation called `name` ("chat", "completions", "embeddings").
 
     Raises:
         ConfigError: no operation has that name; the message lists those that exist.
@@ -128,6 +195,11 @@ def operations() -> tuple[Operation, ...]:
     return tuple(_REGISTRY.values())
 
 
+def packing(op: Operation) -> PackedOperation | None:
+    """Return `op` as a PackedOperation when its requests carry many rows, else None."""
+    return op if isinstance(op, PackedOperation) else None
+
+
 def for_batch_url(url: object) -> Operation | None:
     """Return the operation whose OpenAI batch `url` is `url`, or None."""
     for op in _REGISTRY.values():
@@ -143,10 +215,15 @@ def batch_urls() -> tuple[str, ...]:
 
 __all__ = [
     "CHAT",
+    "COMPLETIONS",
+    "EMBEDDINGS",
+    "EmbeddedRow",
     "Operation",
+    "PackedOperation",
     "RequestSettings",
     "batch_urls",
     "for_batch_url",
     "operation",
     "operations",
+    "packing",
 ]

@@ -3,11 +3,13 @@
 This is a SIMULATOR. It answers like a third-party API relay (per-key limits, 429s with
 Retry-After, faults, odd error bodies) so squall's tests, benchmarks and `squall demo` have
 something realistic and free to talk to. Its answers are computed, not generated:
-`expected_answer(prompt)` says what each prompt gets, so a test can check every answer
-belongs to its row.
+`expected_answer(prompt)` says what each prompt gets, and `expected_embedding(text, dims)`
+each text's vector, so a test can check every answer belongs to its row.
 
 Endpoints:
     POST /v1/chat/completions   the chat API (Authorization: Bearer KEY)
+    POST /v1/completions        the legacy completions API (`prompt` in, `text` out)
+    POST /v1/embeddings         embeddings: one text or a list, float or base64, data shuffled
     GET  /v1/models             the configured model names
     GET  /_squall/ledger        everything served so far, as JSON
 
@@ -18,9 +20,12 @@ prints its base URL as its first stdout line and serves until SIGTERM or SIGINT.
 The package, one noun a module:
 
     settings.py   SimKey, SimConfig (to_dict/from_dict), demo_config, load_config
-    answers.py    what an answer holds: expected_answer, prompt_digest, token counts
+    answers.py    what an answer holds: expected_answer, expected_embedding, prompt_digest,
+                  token counts
     routes.py     URL path -> request kind; the one table to extend for a new endpoint
     chat.py       the chat completions kind: its body parsed, its chat.completion built
+    completions.py  the legacy completions kind: prompt(s) in, text_completion out
+    embeddings.py the embeddings kind: input(s) in, deterministic vectors out (shuffled)
     limits.py     per-key limits: token buckets or sliding windows, requests in flight
     faults.py     injected 5xx, resets, malformed bodies, hangs; the wording of refusals
     ledger.py     LedgerEntry, the ledger and its file, max_in_window
@@ -28,11 +33,11 @@ The package, one noun a module:
     server.py     Simulator: serving the provider on 127.0.0.1 (thread or running loop)
     command.py    the command line behind `python -m squall.simulator` (__main__.py)
 
-New endpoints (/v1/completions, /v1/embeddings, /v1/files, /v1/batches) are each one module
-like chat.py plus one entry in `routes.REQUEST_KINDS`; see routes.py.
+New endpoints (/v1/files, /v1/batches) are each one module like chat.py plus one entry in
+`routes.REQUEST_KINDS`; see routes.py.
 """
 
-from .answers import expected_answer, prompt_digest
+from .answers import expected_answer, expected_embedding, prompt_digest
 from .command import main
 from .ledger import LedgerEntry, iter_ledger_file, max_in_window
 from .limits import format_duration
@@ -62,6 +67,7 @@ __all__ = [
     "Simulator",
     "demo_config",
     "expected_answer",
+    "expected_embedding",
     "format_duration",
     "iter_ledger_file",
     "load_config",

@@ -1,8 +1,8 @@
 """What a successful answer contains: computed from the prompt, never generated.
 
 Every request kind (see `routes.py`) answers through these, so a test can tell from the prompt
-alone what it should get back (`expected_answer`) and how the ledger names it
-(`prompt_digest`). Token counts are a cheap stand-in, the same for every kind:
+alone what it should get back (`expected_answer`, `expected_embedding`) and how the ledger
+names it (`prompt_digest`). Token counts are a cheap stand-in, the same for every kind:
 `ceil(len(text) / 4) + 4` per prompt text, `max(1, ceil(len(answer) / 4))` for the answer.
 """
 
@@ -12,6 +12,8 @@ import hashlib
 import json
 import math
 import re
+import struct
+from array import array
 from typing import Any
 
 _ARITHMETIC = re.compile(r"\d+(?:\s*[-+x*]\s*\d+)+")
@@ -43,6 +45,31 @@ def expected_answer(prompt: str) -> str:
             total += term
             term = int(operand) if op == "+" else -int(operand)
     return str(total + term)
+
+
+def expected_embedding(text: str, dimensions: int) -> list[float]:
+    """Return the vector the simulator answers for `text`: unit length, float32 values.
+
+    Its components are drawn from SHAKE-256 of the text (so equal texts get equal vectors
+    and different ones unrelated ones), each in [-1, 1), then scaled to unit length and
+    rounded to float32, so a JSON answer and a base64 one hold exactly the same numbers.
+    """
+    raw = hashlib.shake_256(text.encode("utf-8")).digest(4 * dimensions)
+    values = [n / 2147483648.0 - 1.0 for n in struct.unpack(f"<{dimensions}I", raw)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return array("f", [v / norm for v in values]).tolist()
+
+
+def text_list(value: Any) -> list[str] | None:
+    """Return a `prompt` or `input` as a list of texts: one text, or a non-empty list of them.
+
+    None for anything else (token ids, empty lists, other values).
+    """
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(t, str) for t in value):
+        return value
+    return None
 
 
 def prompt_tokens(texts: list[str]) -> int:

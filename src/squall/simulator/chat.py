@@ -2,7 +2,7 @@
 
 `ChatRequest.parse(body)` reads a request leniently (a bad body becomes `problem`, answered
 400, never an exception); `answer_body()` builds the `chat.completion` object a successful
-request gets. This module is the model for the kinds still to come (completions, embeddings):
+request gets. This module is the model for the other kinds (completions.py, embeddings.py):
 one module like it, plus one entry in `routes.REQUEST_KINDS`.
 """
 
@@ -39,6 +39,9 @@ class ChatRequest:
     """
 
     __slots__ = ("answer", "cost", "digest", "max_tokens", "model", "problem", "texts")
+
+    inputs = 1
+    """How many prompts it carries: one conversation."""
 
     def __init__(self, body: dict[str, Any], *, readable: bool) -> None:
         model = body.get("model")

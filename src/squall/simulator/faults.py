@@ -26,6 +26,7 @@ from .settings import FAULTS, BusyWording, ErrorShape, MalformedShape, RetryAfte
 JSON = "application/json"
 _ERROR_SHAPES: tuple[ErrorShape, ...] = ("openai", "string", "detail", "text", "html")
 _MALFORMED_SHAPES: tuple[MalformedShape, ...] = ("truncated", "not_json", "no_choices")
+_ANSWER_KEYS = frozenset({"choices", "data"})
 
 
 def openai_error(
@@ -182,7 +183,11 @@ class Faults:
         return page.encode(), "text/html"
 
     def malformed_body(self, answer: dict[str, Any]) -> tuple[bytes, str]:
-        """Return a 200 body that is not `answer`: cut short, not JSON, or without choices."""
+        """Return a 200 body that is not `answer`: cut short, not JSON, or without choices.
+
+        "no_choices" drops what the answer is made of: `choices` (chat, completions) or
+        `data` (embeddings); the rest (usage, model) stays.
+        """
         shape = self._malformed_shape
         if shape == "rotate":
             shape = _MALFORMED_SHAPES[self._n_malformed % len(_MALFORMED_SHAPES)]
@@ -192,4 +197,4 @@ class Faults:
             return data[: len(data) // 2], JSON
         if shape == "not_json":
             return b"upstream answered: OK", "text/plain"
-        return json_bytes({k: v for k, v in answer.items() if k != "choices"}), JSON
+        return json_bytes({k: v for k, v in answer.items() if k not in _ANSWER_KEYS}), JSON

@@ -22,19 +22,23 @@ REFUSED_BEFORE_LIMITS = frozenset({"auth", "bad_body", "model", "limit", "concur
 
 
 class LedgerEntry(NamedTuple):
-    """One chat-completion request the simulator handled.
+    """One request the simulator handled (of any kind in `routes.REQUEST_KINDS`).
 
     Attributes:
         t: time.monotonic() when it was handled (comparable across processes on one host).
         key: the masked key, never the real one.
         model: the model asked for ("" when the body was unreadable).
-        prompt_sha256: sha256 hex of the last user message ("" when there was none).
+        prompt_sha256: sha256 hex of the prompt: chat's last user message, or a completions
+            or embeddings request's texts joined by "\n" (one text: its own digest); "" when
+            there was none.
         status: the HTTP status sent.
         served: True only when a complete 200 answer was written to the connection.
         fault: the fault that was injected ("" for none): "429", "500", "503", "reset",
             "malformed", "hang", "limit" (over a rate limit), "concurrency" (over the key's
             requests in flight), "bad_request", "content_filter"; or why it was refused
             before its limits: "auth", "bad_body", "model".
+        inputs: how many prompts or inputs the request carried (an embeddings pack: its
+            texts; 0 when the body was unreadable). Ledger files written before it read as 1.
     """
 
     t: float
@@ -44,6 +48,7 @@ class LedgerEntry(NamedTuple):
     status: int
     served: bool
     fault: str
+    inputs: int = 1
 
 
 class Ledger:

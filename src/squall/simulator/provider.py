@@ -42,7 +42,9 @@ class _Exchange:
     def entry(self, status: int, served: bool, fault: str) -> LedgerEntry:
         """Return the ledger entry recording this request's outcome."""
         r = self.request
-        return LedgerEntry(self.t0, self.state.masked, r.model, r.digest, status, served, fault)
+        return LedgerEntry(
+            self.t0, self.state.masked, r.model, r.digest, status, served, fault, r.inputs
+        )
 
     def release(self) -> None:
         """Give back its in-flight place (once), before the client can see the answer."""
@@ -136,7 +138,14 @@ class Provider:
         if refusal is not None or state is None:
             assert refusal is not None
             entry = LedgerEntry(
-                t0, masked, parsed.model, parsed.digest, refusal.status, False, "auth"
+                t0,
+                masked,
+                parsed.model,
+                parsed.digest,
+                refusal.status,
+                False,
+                "auth",
+                parsed.inputs,
             )
             self.ledger.record(entry)
             return refusal

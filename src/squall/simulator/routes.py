@@ -2,15 +2,15 @@
 
 Every POST path in `REQUEST_KINDS` goes through the same steps in `provider.py` (key, body,
 model, limits, content triggers, faults, latency, answer); the kind only says how its body is
-read and what a successful answer holds. Today one kind is served:
+read and what a successful answer holds. The kinds served:
 
-    POST /v1/chat/completions   chat.py
+    POST /v1/chat/completions   chat.py: `messages` in, `chat.completion` out
+    POST /v1/completions        completions.py: `prompt` in, `text_completion` out
+    POST /v1/embeddings         embeddings.py: `input` (one text or many) in, vectors out
 
 To serve another kind, write one module like `chat.py` (a class whose `parse(raw)` returns
 an `AnsweredRequest`) and add one entry here. The ones expected next, each its own module:
 
-    POST /v1/completions        completions.py: `prompt` in, `text_completion` out
-    POST /v1/embeddings         embeddings.py: `input` in, vectors derived from prompt_digest
     POST /v1/files, /v1/batches files.py, batches.py: these keep state between requests (an
                                 uploaded file, a batch's progress), so their kind would hold a
                                 store the provider passes in; the table entry stays one line
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from . import chat
+from . import chat, completions, embeddings
 
 
 class AnsweredRequest(Protocol):
@@ -38,6 +38,11 @@ class AnsweredRequest(Protocol):
     @property
     def digest(self) -> str:
         """sha256 hex of the prompt, as the ledger stores it ("" when there was none)."""
+        ...
+
+    @property
+    def inputs(self) -> int:
+        """How many prompts or inputs it carried (an embeddings pack carries many)."""
         ...
 
     @property
@@ -64,5 +69,7 @@ RequestKind = Callable[[bytes], AnsweredRequest]
 
 REQUEST_KINDS: Mapping[str, RequestKind] = {
     chat.PATH: chat.ChatRequest.parse,
+    completions.PATH: completions.CompletionRequest.parse,
+    embeddings.PATH: embeddings.EmbeddingRequest.parse,
 }
 """The POST paths answered, and how each one's body is read."""
