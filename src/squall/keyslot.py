@@ -144,8 +144,11 @@ class KeySlot:
     # -- what answers teach ----------------------------------------------------------------------
 
     def on_success(self, lease: Lease, usage: Usage, now: float | None = None) -> None:
-        """Learn from an answer (at `now`, if known): the window held, how many tokens answers
-        really use, and that the request reached the provider by then."""
+        """Learn from an answer (at `now`, if known).
+
+        It says the window held, how many tokens answers really use, and that the request
+        reached the provider by then.
+        """
         self.in_flight -= 1
         self.ok += 1
         if now is not None:
@@ -197,9 +200,11 @@ class KeySlot:
         return None
 
     def _too_many_at_once(self, lease: Lease, refusal: Refusal, now: float) -> bool:
-        """True when the 429 came from too many requests in flight: the window narrows instead
-        of the key cooling. Only where the answer says so, or where no pace is in force on
-        the key (so its rate cannot be what was refused)."""
+        """True when the 429 came from too many requests in flight.
+
+        Then the window narrows instead of the key cooling. Only where the answer says so, or
+        where no pace is in force on the key (so its rate cannot be what was refused).
+        """
         unpaced = self.requests.per_minute is None and self.tokens.per_minute is None
         if not (refusal.concurrency or unpaced):
             return False

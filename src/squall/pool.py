@@ -31,8 +31,11 @@ __all__ = ["EndpointPool", "KeySlot", "KeyState", "KeyStats", "Lease", "iter_key
 
 
 def iter_keys(config: RunConfig) -> Iterator[tuple[str, EndpointConfig, KeyConfig]]:
-    """Yield (key id, endpoint, key) for every key of every endpoint: the ids the pool's
-    leases carry, for the wiring to build the transport's table of credentials from."""
+    """Yield (key id, endpoint, key) for every key of every endpoint.
+
+    The ids are those the pool's leases carry; the wiring builds the transport's table of
+    credentials from them.
+    """
     seen: set[str] = set()
     for ep in config.endpoints:
         for i, key in enumerate(ep.keys):
