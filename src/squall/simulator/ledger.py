@@ -29,7 +29,7 @@ class LedgerEntry(NamedTuple):
         key: the masked key, never the real one.
         model: the model asked for ("" when the body was unreadable).
         prompt_sha256: sha256 hex of the prompt: chat's last user message, or a completions
-            or embeddings request's texts joined by "\n" (one text: its own digest); "" when
+            or embeddings request's texts joined by newlines (one text: its own digest); "" when
             there was none.
         status: the HTTP status sent.
         served: True only when a complete 200 answer was written to the connection.
