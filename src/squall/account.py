@@ -18,15 +18,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from .config import Price
-from .events import KeyState, RunStats
-from .journal import Journal, JournalStats
+from .events import KeyStats, RunStats
+from .journal import Journal, JournalStats, KeyTotals
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,27 +46,6 @@ def cost_of(
         return None
     p = prices[model]
     return (prompt_tokens * p.input + completion_tokens * p.output) / 1_000_000
-
-
-class KeyLine(Protocol):
-    """One key's line in the account: a live `KeyStats`, or the journal's `KeyTotals`."""
-
-    @property
-    def label(self) -> str: ...
-    @property
-    def endpoint(self) -> str: ...
-    @property
-    def masked_key(self) -> str: ...
-    @property
-    def state(self) -> KeyState: ...
-    @property
-    def sent(self) -> int: ...
-    @property
-    def ok(self) -> int: ...
-    @property
-    def rate_limited(self) -> int: ...
-    @property
-    def errors(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -96,8 +75,9 @@ class Summary:
     cost: float | None = None
     wall_s: float | None = None
     done_this_session: int = 0
-    keys: tuple[KeyLine, ...] = ()
-    """Each key's counters, over every session that recorded them."""
+    keys: tuple[KeyStats, ...] = ()
+    """Each key: its counters over every session that recorded them; at the end of a run,
+    this session's snapshot of the rest (state, limits, window)."""
     journal: str | None = None
     output: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -208,7 +188,7 @@ class Summary:
         return Group(*parts)
 
 
-def key_table(keys: Sequence[KeyLine]) -> Table:
+def key_table(keys: Sequence[KeyStats]) -> Table:
     """Return the account's table of keys: sent, ok, 429, errors and state of each."""
     table = Table(box=None, padding=(0, 1), show_edge=False)
     counts = ("sent", "ok", "429", "errors")
@@ -226,7 +206,7 @@ def key_table(keys: Sequence[KeyLine]) -> Table:
     return table
 
 
-def key_json(key: KeyLine) -> dict[str, Any]:
+def key_json(key: KeyStats) -> dict[str, Any]:
     """Return one key's line of the account as `squall status --json` prints it."""
     return {
         "label": key.label,
@@ -238,6 +218,42 @@ def key_json(key: KeyLine) -> dict[str, Any]:
         "errors": key.errors,
         "state": key.state.value,
     }
+
+
+def account_keys(totals: Sequence[KeyTotals], live: Sequence[KeyStats]) -> tuple[KeyStats, ...]:
+    """Return the account's keys: the journal's, in the order it first recorded them, with
+    their counters over every session, then the keys of `live` it holds none for.
+
+    A key of `live` (this session's snapshot, recorded already) keeps its state, limits and
+    window, and takes the journal's counters; a key only the journal knows is listed as its
+    latest session left it, with nothing in flight.
+    """
+    by_id = {(k.endpoint, k.label): k for k in live}
+    out = []
+    for t in totals:
+        snap = by_id.pop((t.endpoint, t.label), None)
+        if snap is None:
+            snap = KeyStats(
+                label=t.label,
+                endpoint=t.endpoint,
+                masked_key=t.masked_key,
+                state=t.state,
+                in_flight=0,
+                sent=0,
+                ok=0,
+                rate_limited=0,
+                errors=0,
+                rpm=None,
+                tpm=None,
+                discovering=False,
+                rate_now=0.0,
+            )
+        out.append(
+            dataclasses.replace(
+                snap, sent=t.sent, ok=t.ok, rate_limited=t.rate_limited, errors=t.errors
+            )
+        )
+    return (*out, *by_id.values())
 
 
 def failures_from(by_reason: Mapping[str, tuple[int, Sequence[int]]]) -> tuple[Failure, ...]:
@@ -287,7 +303,7 @@ def summarize(
     status: str,
     reason: str | None = None,
     run: RunStats | None = None,
-    keys: Sequence[KeyLine] = (),
+    keys: Sequence[KeyStats] = (),
     wall_s: float | None = None,
     cut: int = 0,
     journal: Path | None = None,
@@ -295,11 +311,13 @@ def summarize(
 ) -> Summary:
     """Return the account of a journal (plus this session's counters when given).
 
-    Requests, retries and keys are the journal's, over every session, where it has them: at
-    the end of a run, record the session's keys first (`Journal.end_session(outcome, keys)`),
-    then read `statistics()`, and the account is the one `squall status` prints. Where the
-    journal has none (older than schema 3, or no session recorded keys), the retries are
-    `run.retries` and the keys are `keys`: this session's.
+    Requests, retries and each key's counters are the journal's, over every session, where it
+    has them: at the end of a run, record the session's keys first
+    (`Journal.end_session(outcome, keys)`), then read `statistics()` and pass the same `keys`,
+    and the account counts what `squall status` prints. A key of `keys` keeps its snapshot
+    (state, limits, window) with the journal's counters; a key only earlier sessions knew is
+    listed from the journal. Where the journal counted no retries (older than schema 3) they
+    are `run.retries`; a key it holds no counters for shows its snapshot's (this session's).
 
     The cost is None ("unknown") when an endpoint's model has no price, or nothing was
     answered and there is no price table at all.
@@ -321,7 +339,7 @@ def summarize(
         cost=_journal_cost(stats, cfg_prices, models_by_endpoint),
         wall_s=wall_s if wall_s is not None else stats.wall_s,
         done_this_session=run.done if run else stats.done,
-        keys=tuple(stats.keys or keys),
+        keys=account_keys(stats.keys, keys),
         journal=str(journal) if journal else None,
         output=str(output) if output else None,
     )
