@@ -7,6 +7,7 @@ killed run leaves them), or written by `squall.run` against the in-repo simulato
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -26,6 +27,7 @@ from squall.account import (
 )
 from squall.config import Price
 from squall.errors import JournalError
+from squall.events import KeyState, KeyStats, RunStats
 from squall.journal import Journal
 from squall.records import Completion, ErrorInfo
 from squall.redact import ApiKey
@@ -253,3 +255,81 @@ def test_status_summary_of_a_real_run_matches_its_own_account(
     assert summary.cost == pytest.approx(result.summary.cost)
     assert summary.cost is not None and summary.cost > 0
     assert (summary.in_flight, summary.in_flight_at_crash) == (0, 0)
+
+
+# -- retries and keys over every session -------------------------------------------------------
+
+
+def _key(label: str, *, sent: int = 0, ok: int = 0, endpoint: str = "a") -> KeyStats:
+    return KeyStats(
+        label=label,
+        endpoint=endpoint,
+        masked_key="sk-...beef",
+        state=KeyState.ACTIVE,
+        in_flight=0,
+        sent=sent,
+        ok=ok,
+        rate_limited=0,
+        errors=0,
+        rpm=600.0,
+        tpm=None,
+        discovering=True,
+        rate_now=1.0,
+        window=4,
+    )
+
+
+def _two_sessions(path: Path) -> Path:
+    """A journal of 2 rows over two sessions: 3 retries, key a#1 in both, a#2 in the first."""
+    with Journal.open(path) as jr:
+        jr.ingest((i, i + 1, f"fp{i}") for i in range(2))
+        jr.begin_session()
+        for _ in range(2):
+            jr.mark_sent(0)
+            jr.record_retry(0, ErrorInfo("server_error", 500, "oops"))
+        jr.end_session("interrupted", [_key("a#1", sent=1), _key("a#2", sent=1)])
+        jr.begin_session()
+        jr.mark_sent(1)
+        jr.record_retry(1, ErrorInfo("server_error", 500, "oops"))
+        for i in range(2):
+            jr.mark_sent(i)
+            jr.record_success(i, _answer(i), latency_s=0.1, attempts=1, endpoint="a", model="m")
+        jr.end_session("completed", [_key("a#1", sent=3, ok=2)])
+    return path
+
+
+def test_summarize_takes_retries_and_key_counters_from_every_session(tmp_path: Path) -> None:
+    path = _two_sessions(tmp_path / "j.sqlite")
+    with Journal.open(path, read_only=True) as jr:
+        stats = jr.statistics()
+    live = _key("a#1", sent=3, ok=2)
+    summary = summarize(
+        stats, PRICES, {"a": "m"}, status="completed", run=RunStats(retries=1), keys=(live,)
+    )
+    assert (summary.requests_sent, summary.retries) == (5, 3)
+    one, two = summary.keys
+    # This session's key keeps its snapshot, with the counters of both sessions.
+    assert one == dataclasses.replace(live, sent=4, ok=2)
+    assert (two.label, two.sent, two.ok, two.in_flight, two.rpm) == ("a#2", 1, 0, 0, None)
+
+
+def test_summarize_falls_back_to_this_sessions_counters_where_the_journal_has_none(
+    tmp_path: Path,
+) -> None:
+    path = build_journal(tmp_path / "j.sqlite", done=2)
+    with Journal.open(path, read_only=True) as jr:
+        stats = dataclasses.replace(jr.statistics(), retries=None)  # as schema 2 reads
+    live = (_key("a#1", sent=2, ok=2),)
+    summary = summarize(
+        stats, PRICES, {"a": "m"}, status="completed", run=RunStats(retries=7), keys=live
+    )
+    assert (summary.retries, summary.keys) == (7, live)
+
+
+def test_status_summary_counts_retries_and_keys_of_every_session(tmp_path: Path) -> None:
+    summary = status_summary(_two_sessions(tmp_path / "j.sqlite"))
+    assert (summary.status, summary.requests_sent, summary.retries) == ("completed", 5, 3)
+    assert [(k.label, k.sent, k.ok) for k in summary.keys] == [("a#1", 4, 2), ("a#2", 1, 0)]
+    text = str(summary)
+    assert "requests sent: 5, retries: 3" in text
+    assert "a#1 (sk-...beef): 4 sent, 2 ok" in text

@@ -1,7 +1,11 @@
-"""The account at the end of a run: done, failed and why, tokens, cost, time.
+"""The account at the end of a run: done, failed and why, requests, retries, each key, tokens,
+cost, time.
 
-Built from the journal's totals (so `squall status JOURNAL` prints the same thing for a run that
-ended long ago) plus, when there is one, this session's live counters and key snapshots.
+Built from the journal's totals over every session (so `squall status JOURNAL` prints the same
+thing for a run that ended long ago): requests and retries are counted per row, and each key's
+counters are those every session recorded at its end (`Journal.end_session(outcome, keys)`).
+A journal that lacks them (older than schema 3, or no session recorded its keys) falls back to
+this session's live counters and key snapshots, when there are some.
 
 `summarize()` builds the account from a journal's statistics; `run_status()` says what state
 the journal's last run is in; `status_summary()` does both for a journal file, read-only.
@@ -21,9 +25,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .config import Price
-from .events import RunStats
-from .journal import Journal, JournalStats
-from .pool import KeyStats
+from .events import KeyStats, RunStats
+from .journal import Journal, JournalStats, KeyTotals
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +61,9 @@ class Summary:
     failures: tuple[Failure, ...] = ()
     reason: str | None = None
     requests_sent: int = 0
+    """Requests sent, over every session."""
     retries: int = 0
+    """Requests sent again after a retryable error, over every session the journal counted."""
     in_flight_at_crash: int = 0
     """Rows found marked sent but unanswered when the journal was opened: may have been billed."""
     in_flight: int = 0
@@ -71,6 +76,8 @@ class Summary:
     wall_s: float | None = None
     done_this_session: int = 0
     keys: tuple[KeyStats, ...] = ()
+    """Each key: its counters over every session that recorded them; at the end of a run,
+    this session's snapshot of the rest (state, limits, window)."""
     journal: str | None = None
     output: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -104,7 +111,7 @@ class Summary:
         for f in self.failures:
             rows = ", ".join(str(r) for r in f.example_rows)
             out.append(f"  failed {f.count} x {f.reason}" + (f" (rows {rows})" if rows else ""))
-        out.append(f"requests sent: {self.requests_sent}, retries this session: {self.retries}")
+        out.append(f"requests sent: {self.requests_sent}, retries: {self.retries}")
         if self.in_flight_at_crash:
             out.append(
                 f"in flight at the last crash or kill: {self.in_flight_at_crash} "
@@ -124,8 +131,8 @@ class Summary:
             )
         for k in self.keys:
             out.append(
-                f"  {k.label} ({k.masked_key}): {k.ok} ok, {k.rate_limited} x 429, "
-                f"{k.errors} errors, {k.state.value}"
+                f"  {k.label} ({k.masked_key}): {k.sent} sent, {k.ok} ok, "
+                f"{k.rate_limited} x 429, {k.errors} errors, {k.state.value}"
             )
         out.extend(self.preview)
         if self.output:
@@ -171,18 +178,7 @@ class Summary:
             table.add_row("time", f"{self.wall_s:.1f}s" + (f", {rate:.1f} rows/s" if rate else ""))
         parts: list[RenderableType] = [table]
         if self.keys:
-            keys = Table(box=None, padding=(0, 1), show_edge=False)
-            for col in ("key", "ok", "429", "errors", "state"):
-                keys.add_column(col, justify="right" if col in ("ok", "429", "errors") else "left")
-            for k in self.keys:
-                keys.add_row(
-                    f"{k.label} ({k.masked_key})",
-                    str(k.ok),
-                    str(k.rate_limited),
-                    str(k.errors),
-                    k.state.value,
-                )
-            parts.append(keys)
+            parts.append(key_table(self.keys))
         for p in self.preview:
             parts.append(Text(p))
         if self.output:
@@ -190,6 +186,74 @@ class Summary:
         if self.journal:
             parts.append(Text(f"journal: {self.journal}"))
         return Group(*parts)
+
+
+def key_table(keys: Sequence[KeyStats]) -> Table:
+    """Return the account's table of keys: sent, ok, 429, errors and state of each."""
+    table = Table(box=None, padding=(0, 1), show_edge=False)
+    counts = ("sent", "ok", "429", "errors")
+    for col in ("key", *counts, "state"):
+        table.add_column(col, justify="right" if col in counts else "left")
+    for k in keys:
+        table.add_row(
+            f"{k.label} ({k.masked_key})",
+            str(k.sent),
+            str(k.ok),
+            str(k.rate_limited),
+            str(k.errors),
+            k.state.value,
+        )
+    return table
+
+
+def key_json(key: KeyStats) -> dict[str, Any]:
+    """Return one key's line of the account as `squall status --json` prints it."""
+    return {
+        "label": key.label,
+        "endpoint": key.endpoint,
+        "masked_key": key.masked_key,
+        "sent": key.sent,
+        "ok": key.ok,
+        "rate_limited": key.rate_limited,
+        "errors": key.errors,
+        "state": key.state.value,
+    }
+
+
+def account_keys(totals: Sequence[KeyTotals], live: Sequence[KeyStats]) -> tuple[KeyStats, ...]:
+    """Return the account's keys: the journal's, in the order it first recorded them, with
+    their counters over every session, then the keys of `live` it holds none for.
+
+    A key of `live` (this session's snapshot, recorded already) keeps its state, limits and
+    window, and takes the journal's counters; a key only the journal knows is listed as its
+    latest session left it, with nothing in flight.
+    """
+    by_id = {(k.endpoint, k.label): k for k in live}
+    out = []
+    for t in totals:
+        snap = by_id.pop((t.endpoint, t.label), None)
+        if snap is None:
+            snap = KeyStats(
+                label=t.label,
+                endpoint=t.endpoint,
+                masked_key=t.masked_key,
+                state=t.state,
+                in_flight=0,
+                sent=0,
+                ok=0,
+                rate_limited=0,
+                errors=0,
+                rpm=None,
+                tpm=None,
+                discovering=False,
+                rate_now=0.0,
+            )
+        out.append(
+            dataclasses.replace(
+                snap, sent=t.sent, ok=t.ok, rate_limited=t.rate_limited, errors=t.errors
+            )
+        )
+    return (*out, *by_id.values())
 
 
 def failures_from(by_reason: Mapping[str, tuple[int, Sequence[int]]]) -> tuple[Failure, ...]:
@@ -239,13 +303,21 @@ def summarize(
     status: str,
     reason: str | None = None,
     run: RunStats | None = None,
-    keys: tuple[KeyStats, ...] = (),
+    keys: Sequence[KeyStats] = (),
     wall_s: float | None = None,
     cut: int = 0,
     journal: Path | None = None,
     output: Path | None = None,
 ) -> Summary:
     """Return the account of a journal (plus this session's counters when given).
+
+    Requests, retries and each key's counters are the journal's, over every session, where it
+    has them: at the end of a run, record the session's keys first
+    (`Journal.end_session(outcome, keys)`), then read `statistics()` and pass the same `keys`,
+    and the account counts what `squall status` prints. A key of `keys` keeps its snapshot
+    (state, limits, window) with the journal's counters; a key only earlier sessions knew is
+    listed from the journal. Where the journal counted no retries (older than schema 3) they
+    are `run.retries`; a key it holds no counters for shows its snapshot's (this session's).
 
     The cost is None ("unknown") when an endpoint's model has no price, or nothing was
     answered and there is no price table at all.
@@ -259,7 +331,7 @@ def summarize(
         pending=stats.total - stats.done - stats.failed,
         failures=failures_from({k: (v.count, v.rows) for k, v in stats.failures.items()}),
         requests_sent=stats.requests_sent,
-        retries=run.retries if run else 0,
+        retries=stats.retries if stats.retries is not None else run.retries if run else 0,
         in_flight_at_crash=stats.in_flight_at_open,
         cut_in_flight=cut,
         prompt_tokens=stats.prompt_tokens,
@@ -267,7 +339,7 @@ def summarize(
         cost=_journal_cost(stats, cfg_prices, models_by_endpoint),
         wall_s=wall_s if wall_s is not None else stats.wall_s,
         done_this_session=run.done if run else stats.done,
-        keys=keys,
+        keys=account_keys(stats.keys, keys),
         journal=str(journal) if journal else None,
         output=str(output) if output else None,
     )

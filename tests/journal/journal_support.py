@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from squall.events import KeyState, KeyStats
 from squall.journal import IngestRow, Journal
 from squall.records import Completion, ErrorInfo
 
@@ -73,3 +74,32 @@ def states(path: Path) -> dict[int, int]:
         got = dict(conn.execute("SELECT idx, state FROM rows"))
     conn.close()
     return got
+
+
+def key(
+    label: str,
+    *,
+    endpoint: str = "a",
+    sent: int = 0,
+    ok: int = 0,
+    rate_limited: int = 0,
+    errors: int = 0,
+    state: KeyState = KeyState.ACTIVE,
+    masked: str = "sk-...abcd",
+) -> KeyStats:
+    """A key's snapshot at a session's end, as `EndpointPool.statistics()` gives it."""
+    return KeyStats(
+        label=label,
+        endpoint=endpoint,
+        masked_key=masked,
+        state=state,
+        in_flight=0,
+        sent=sent,
+        ok=ok,
+        rate_limited=rate_limited,
+        errors=errors,
+        rpm=None,
+        tpm=None,
+        discovering=False,
+        rate_now=0.0,
+    )

@@ -34,9 +34,22 @@ def test_fresh_journal_has_final_schema(path: Path) -> None:
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert tables == {"meta", "rows", "sessions", "row_inputs"}
+        assert tables == {"meta", "rows", "sessions", "row_inputs", "session_keys"}
         columns = {r[1] for r in conn.execute("PRAGMA table_info(rows)")}
         assert {"idx", "line", "fingerprint", "state", "sent_count", "retryable", "raw"} <= columns
+        assert "retries" in columns
+        keys = {r[1] for r in conn.execute("PRAGMA table_info(session_keys)")}
+        assert keys == {
+            "session",
+            "endpoint",
+            "label",
+            "masked_key",
+            "state",
+            "sent",
+            "ok",
+            "rate_limited",
+            "errors",
+        }
         inputs = {r[1] for r in conn.execute("PRAGMA table_info(row_inputs)")}
         assert inputs == {"idx", "data", "body", "est_tokens", "row_model", "custom_id"}
     finally:
@@ -104,8 +117,16 @@ def test_migrate_stops_at_upto(tmp_path: Path) -> None:
         tables = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
         assert [r[0] for r in conn.execute(tables)] == ["meta", "rows", "sessions"]
         assert migrate(conn, upto=1) == 1
-        assert migrate(conn) == SCHEMA_VERSION == 2
+        assert migrate(conn, upto=2) == 2
         assert [r[0] for r in conn.execute(tables)] == ["meta", "row_inputs", "rows", "sessions"]
+        assert migrate(conn) == SCHEMA_VERSION == 3
+        assert [r[0] for r in conn.execute(tables)] == [
+            "meta",
+            "row_inputs",
+            "rows",
+            "session_keys",
+            "sessions",
+        ]
     finally:
         conn.close()
 

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..account import Summary
+from ..account import Summary, key_json
 from ..errors import ConfigError, InputError, JournalError, OutputError, SquallError
 
 err = Console(stderr=True, highlight=False)
@@ -61,10 +61,12 @@ def summary_json(summary: Summary) -> dict[str, Any]:
             f.reason: {"count": f.count, "rows": list(f.example_rows)} for f in summary.failures
         },
         "requests_sent": summary.requests_sent,
+        "retries": summary.retries,
         "in_flight": summary.in_flight,
         "in_flight_at_crash": summary.in_flight_at_crash,
         "prompt_tokens": summary.prompt_tokens,
         "completion_tokens": summary.completion_tokens,
         "cost": summary.cost,
         "wall_s": summary.wall_s,
+        "keys": [key_json(k) for k in summary.keys],
     }

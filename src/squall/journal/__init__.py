@@ -47,6 +47,11 @@ Since schema 2 the journal also keeps what sending and writing need, in `row_inp
 model and custom_id; a table of its own so the row verbs never rewrite them), so data
 flows one way: each input row is read once into the journal, requests are sent from it
 (`iter_todo_requests`) and the merged output is written from it (`iter_output`).
+
+Since schema 3 the journal keeps the account over every session: each row counts its
+retries (in the same UPDATE as `record_retry`), and `end_session(outcome, keys)` stores each
+key's counters (label, endpoint, masked form: never the key) in `session_keys`;
+`statistics()` gives their totals (`JournalStats.retries`, `JournalStats.keys`).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from .rows import (
     IngestReport,
     IngestRow,
     JournalStats,
+    KeyTotals,
     OutputRow,
     SessionRecord,
     StoredRequest,
@@ -78,6 +84,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "JournalStats",
+    "KeyTotals",
     "ModelPrice",
     "OutputRow",
     "RunMeta",

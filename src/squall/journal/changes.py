@@ -29,9 +29,10 @@ def _success_sql(request_id: bool, raw: bool) -> str:
 SUCCESS = {(rid, raw): _success_sql(rid, raw) for rid in (False, True) for raw in (False, True)}
 """By (has a request id, has a raw body)."""
 RETRY = (
-    f"UPDATE rows SET state = {PENDING}, error_type = ?, error_status = ?, error_message = ?, "
-    f"updated_at = ? WHERE idx = ? AND state != {DONE}"
+    f"UPDATE rows SET state = {PENDING}, retries = retries + 1, error_type = ?, "
+    f"error_status = ?, error_message = ?, updated_at = ? WHERE idx = ? AND state != {DONE}"
 )
+"""Counts the retry in the row (schema 3), so the account sums retries over every session."""
 FAILURE = (
     f"UPDATE rows SET state = {FAILED}, error_type = ?, error_status = ?, error_message = ?, "
     "attempts = ?, endpoint = ?, retryable = ?, updated_at = ? "

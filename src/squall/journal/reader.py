@@ -14,9 +14,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import JournalError
+from ..events import KeyState
 from ..records import ErrorInfo, FailureExamples, RowResult
 from .ingest import CHUNK
-from .rows import JournalStats, OutputRow, SessionRecord, StoredRequest, TokenUsage, json_value
+from .rows import (
+    JournalStats,
+    KeyTotals,
+    OutputRow,
+    SessionRecord,
+    StoredRequest,
+    TokenUsage,
+    json_value,
+)
 from .schema import DONE, FAILED, PENDING, SENT, STATES, read_all
 
 _RESULT_COLUMNS = (
@@ -49,6 +58,13 @@ def _result(r: Any) -> RowResult:
         r[12],
         r[13],
     )
+
+
+def _key_state(value: str) -> KeyState:
+    try:
+        return KeyState(value)
+    except ValueError:
+        raise JournalError(f"the journal holds an unknown key state {value!r}") from None
 
 
 class JournalReader:
@@ -195,6 +211,46 @@ class JournalReader:
             input_name=self.get_meta("input_name"),
             created_at=None if created is None else float(created),
             sessions=sessions,
+            retries=self.retries(),
+            keys=self.key_totals(),
+        )
+
+    def retries(self) -> int | None:
+        """Return the retries of every session (None before schema 3, which kept no count)."""
+        if self.schema < 3:
+            return None
+        sql = "SELECT COALESCE(SUM(retries), 0) FROM rows"
+        return int(self.read(sql, (), "count retries")[0][0])
+
+    def key_totals(self) -> tuple[KeyTotals, ...]:
+        """Return each key's counters summed over the sessions that recorded them, in the
+        order keys were first recorded (none before schema 3)."""
+        if self.schema < 3:
+            return ()
+        # The latest session's masked form and state: by the greatest (session, rowid).
+        rows = self.read(
+            "SELECT k.label, k.endpoint, last.masked_key, last.state, SUM(k.sent), SUM(k.ok), "
+            "SUM(k.rate_limited), SUM(k.errors), COUNT(*), MIN(k.rowid) AS first "
+            "FROM session_keys k JOIN session_keys last ON last.rowid = ("
+            "  SELECT l.rowid FROM session_keys l WHERE l.endpoint = k.endpoint "
+            "  AND l.label = k.label ORDER BY l.session DESC, l.rowid DESC LIMIT 1) "
+            "GROUP BY k.endpoint, k.label ORDER BY first",
+            (),
+            "read the keys' counters",
+        )
+        return tuple(
+            KeyTotals(
+                label=r[0],
+                endpoint=r[1],
+                masked_key=r[2],
+                state=_key_state(r[3]),
+                sent=int(r[4]),
+                ok=int(r[5]),
+                rate_limited=int(r[6]),
+                errors=int(r[7]),
+                sessions=int(r[8]),
+            )
+            for r in rows
         )
 
     def _failures(self) -> dict[str, FailureExamples]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .. import jsoncodec
+from ..events import KeyState
 from ..records import FailureExamples, RowResult
 
 JsonObject = Mapping[str, Any]
@@ -102,6 +103,28 @@ class SessionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyTotals:
+    """One key's counters summed over every session that recorded them (schema 3).
+
+    Keys are told apart by endpoint and label (the key's id in the config): the journal
+    never holds a key, only the masked form squall shows (`sk-...abcd`).
+    """
+
+    label: str
+    endpoint: str
+    masked_key: str
+    """As the latest session that recorded the key showed it."""
+    state: KeyState
+    """Where the key stood at the end of the latest session that recorded it."""
+    sent: int
+    ok: int
+    rate_limited: int
+    errors: int
+    sessions: int
+    """How many sessions recorded this key."""
+
+
+@dataclass(frozen=True, slots=True)
 class JournalStats:
     """A snapshot of the journal, for `squall status` and the end-of-run summary."""
 
@@ -127,6 +150,12 @@ class JournalStats:
     input_name: str | None
     created_at: float | None
     sessions: tuple[SessionRecord, ...] = field(default=())
+    retries: int | None = None
+    """Requests sent again after a retryable error, over every session; None for a journal
+    older than schema 3 (opened read-only), which did not count them."""
+    keys: tuple[KeyTotals, ...] = ()
+    """Each key's counters over the sessions that recorded them (`Journal.end_session`), in
+    the order they were first recorded; empty before schema 3 or before any was."""
 
 
 def json_text(value: JsonObject | str | None) -> str | None:

@@ -2,7 +2,8 @@
 
 `connect` checks that a file is a squall journal (`PRAGMA application_id`), refuses one from a
 newer squall, sets the pragmas (WAL, synchronous) and migrates it to `SCHEMA_VERSION`. A file
-opened read-only is never migrated: it is read at the schema it has (see `SCHEMA_COLUMNS`).
+opened read-only is never migrated: it is read at the schema it has (what it lacks reads as
+none: see `squall.journal.reader`).
 """
 
 from __future__ import annotations
@@ -73,6 +74,27 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             est_tokens INTEGER,             -- estimated prompt tokens
             row_model TEXT,                 -- the model the row names (batch lines)
             custom_id TEXT                  -- a batch line's custom_id
+        );
+        """,
+    ),
+    (
+        # The account over every session: the retries each row took (counted in the same
+        # UPDATE as the retry itself, so a killed run's count up to its last commit is kept),
+        # and each key's counters as a session left them (written at the session's end).
+        3,
+        """
+        ALTER TABLE rows ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE session_keys (
+            session INTEGER NOT NULL,       -- sessions.id
+            endpoint TEXT NOT NULL,         -- the endpoint's name
+            label TEXT NOT NULL,            -- the key's id in the config, never the key
+            masked_key TEXT NOT NULL,       -- as squall shows it: sk-...abcd
+            state TEXT NOT NULL,            -- KeyState at the session's end
+            sent INTEGER NOT NULL,
+            ok INTEGER NOT NULL,
+            rate_limited INTEGER NOT NULL,
+            errors INTEGER NOT NULL,
+            UNIQUE (session, endpoint, label)
         );
         """,
     ),

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
 from ..errors import InputChangedError, JournalError
+from ..events import KeyStats
 from ..records import Completion, ErrorInfo, RowResult, RowState
 from .changes import FAILURE, MARK_SENT, RETRY, SUCCESS
 from .ingest import IngestItem, ingest_rows
@@ -392,8 +393,14 @@ class Journal:
         self._session = begin_session(self._conn, self.path)
         return self._session
 
-    def end_session(self, outcome: SessionOutcome) -> None:
-        """Record how the run begun by `begin_session` ended.
+    def end_session(self, outcome: SessionOutcome, keys: Sequence[KeyStats] = ()) -> None:
+        """Record how the run begun by `begin_session` ended, and its keys' counters.
+
+        Args:
+            outcome: how the run ended.
+            keys: every key's snapshot at the end (`EndpointPool.statistics()`): their
+                counters are this session's share of the account over all sessions
+                (`statistics().keys`). Their labels and masked forms are stored, never a key.
 
         Raises:
             JournalError: no session was begun, or `outcome` is not a known one.
@@ -401,7 +408,7 @@ class Journal:
         if self._session is None:
             raise JournalError("end_session() without begin_session()")
         self.commit()
-        end_session(self._conn, self.path, self._session, outcome)
+        end_session(self._conn, self.path, self._session, outcome, keys)
         self._session = None
 
     def set_meta(self, key: str, value: str) -> None:
