@@ -102,6 +102,7 @@ class Runner:
         self._on_engine = on_engine
         self._stats = RunStats()
         self._keys: tuple[KeyStats, ...] = ()
+        self._pool: EndpointPool | None = None
         self._outcome = EngineOutcome("stopped", "did not start")
         self._report = IngestReport(0, 0, 0, 0, 0, 0)
 
@@ -130,7 +131,11 @@ class Runner:
             await self._session(jr, report)
         finally:
             jr.write_run_meta(_run_meta(plan, self._outcome.reason or ""))
-            jr.end_session(self._outcome.status)  # type: ignore[arg-type]  # EngineOutcome.status is one of SessionOutcome
+            # The keys are recorded however the session ended, so `squall status` and the
+            # account below count every session's requests the same way.
+            if self._pool is not None:
+                self._keys = self._pool.statistics()
+            jr.end_session(self._outcome.status, self._keys)  # type: ignore[arg-type]  # EngineOutcome.status is one of SessionOutcome
             jstats = jr.statistics()
             jr.close()
         wall = self._clock.now() - started
@@ -160,7 +165,9 @@ class Runner:
 
     async def _session(self, jr: Journal, report: IngestReport) -> None:
         plan, cfg, stats = self._plan, self._plan.cfg, self._stats
-        pool = EndpointPool.from_config(plan.pool_cfg, self._clock, notify=stats.notice)
+        pool = self._pool = EndpointPool.from_config(
+            plan.pool_cfg, self._clock, notify=stats.notice
+        )
         if report.new < report.total and report.done < report.total:
             stats.notice(_resuming(report))
         if report.in_flight:
@@ -195,7 +202,6 @@ class Runner:
             async with Progress(stats, pool.statistics, self._clock, mode=self._progress):
                 with Interrupts(engine):
                     self._outcome = await engine.run(specs)
-        self._keys = pool.statistics()
 
     def _account(self, jstats: JournalStats, wall_s: float) -> Summary:
         plan, report, keys, reason = self._plan, self._report, self._keys, self._outcome.reason

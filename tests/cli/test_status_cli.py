@@ -187,7 +187,6 @@ def requests_line(text: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="needs runner to record session keys")
 def test_the_end_of_a_run_and_status_print_the_same_account(
     tmp_path: Path, sim_proc: SimFactory
 ) -> None:
