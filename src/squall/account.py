@@ -1,5 +1,4 @@
-"""The account at the end of a run: done, failed and why, requests, retries, each key, tokens,
-cost, time.
+"""The account of a run: done, failed and why, requests, retries, keys, tokens, cost, time.
 
 Built from the journal's totals over every session (so `squall status JOURNAL` prints the same
 thing for a run that ended long ago): requests and retries are counted per row, and each key's
@@ -221,8 +220,10 @@ def key_json(key: KeyStats) -> dict[str, Any]:
 
 
 def account_keys(totals: Sequence[KeyTotals], live: Sequence[KeyStats]) -> tuple[KeyStats, ...]:
-    """Return the account's keys: the journal's, in the order it first recorded them, with
-    their counters over every session, then the keys of `live` it holds none for.
+    """Return the account's keys, with their counters over every session.
+
+    First the journal's, in the order it first recorded them, then the keys of `live` it
+    holds none for.
 
     A key of `live` (this session's snapshot, recorded already) keeps its state, limits and
     window, and takes the journal's counters; a key only the journal knows is listed as its

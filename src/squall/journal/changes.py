@@ -1,6 +1,7 @@
-"""The SQL of the row changes (`mark_sent`, `record_*`): the hot path, at thousands of rows a
-second. Module constants, so sqlite3's statement cache always hits; each refuses a DONE row
-(`state != DONE`), so an answer is never overwritten.
+"""The SQL of the row changes (`mark_sent`, `record_*`): the hot path.
+
+At thousands of rows a second. Module constants, so sqlite3's statement cache always hits;
+each refuses a DONE row (`state != DONE`), so an answer is never overwritten.
 """
 
 from __future__ import annotations

@@ -45,8 +45,10 @@ _PUT_INPUTS = (
 def ingest_rows(
     conn: sqlite3.Connection, rows: Iterable[IngestItem], known: int, changed: Changed
 ) -> tuple[int, int, int]:
-    """Ingest `rows` into a journal that holds `known` rows; return (rows seen, new rows,
-    known rows refreshed). Streams: memory stays constant.
+    """Ingest `rows` into a journal that holds `known` rows; return the counts.
+
+    The counts are (rows seen, new rows, known rows refreshed). Streams: memory stays
+    constant.
 
     Raises:
         InputChangedError: a known row differs; nothing of its chunk or later is inserted.

@@ -24,8 +24,9 @@ def lock_path(path: Path) -> Path:
 
 
 def take_writer_lock(path: Path) -> IO[bytes]:
-    """Take the journal's writer lock (creating the folder and lock file); it is held until
-    the returned file is closed.
+    """Take the journal's writer lock (creating the folder and lock file).
+
+    It is held until the returned file is closed.
 
     Raises:
         JournalError: another process holds it, or the lock file cannot be created.

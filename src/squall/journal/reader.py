@@ -223,8 +223,10 @@ class JournalReader:
         return int(self.read(sql, (), "count retries")[0][0])
 
     def key_totals(self) -> tuple[KeyTotals, ...]:
-        """Return each key's counters summed over the sessions that recorded them, in the
-        order keys were first recorded (none before schema 3)."""
+        """Return each key's counters summed over the sessions that recorded them.
+
+        In the order keys were first recorded (none before schema 3).
+        """
         if self.schema < 3:
             return ()
         # The latest session's masked form and state: by the greatest (session, rowid).

@@ -105,8 +105,10 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
 def migrate(conn: sqlite3.Connection, upto: int | None = None) -> int:
-    """Apply the migrations `conn`'s database lacks (up to and including `upto`, default all),
-    each in its own transaction; return the schema version reached."""
+    """Apply the migrations `conn`'s database lacks; return the schema version reached.
+
+    Up to and including `upto` (default: all), each in its own transaction.
+    """
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     for number, sql in MIGRATIONS:
         if number <= version:
@@ -124,8 +126,9 @@ def migrate(conn: sqlite3.Connection, upto: int | None = None) -> int:
 
 
 def connect(path: Path, *, sync: str, read_only: bool) -> tuple[sqlite3.Connection, int]:
-    """Open the journal at `path`, checked and (unless `read_only`) migrated; return the
-    connection and its schema version.
+    """Open the journal at `path`; return the connection and its schema version.
+
+    The file is checked and (unless `read_only`) migrated.
 
     Raises:
         JournalError: the file is not a squall journal, is corrupt, comes from a newer squall,

@@ -24,8 +24,9 @@ def check_settings(
     input_name: str,
     row_fingerprint: str,
 ) -> str:
-    """Store the settings through `put` on first use, else check them against `get`'s; return
-    the journal's row fingerprint scheme (see `Journal.check_settings`).
+    """Store the settings on first use, else check them; return the row fingerprint scheme.
+
+    Stored through `put`, checked against `get`'s (see `Journal.check_settings`).
 
     Raises:
         InputChangedError: the settings differ from those the journal was made with.

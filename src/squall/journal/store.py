@@ -1,5 +1,7 @@
-"""`Journal`: a journal file open for one run (or read-only): its row verbs, ingest, settings,
-sessions and meta. Reading is delegated to `squall.journal.reader.JournalReader`.
+"""`Journal`: a journal file open for one run (or read-only).
+
+Its row verbs, ingest, settings, sessions and meta. Reading is delegated to
+`squall.journal.reader.JournalReader`.
 
 See the package docstring (`squall.journal`) for the states a row goes through.
 """
@@ -102,8 +104,10 @@ class Journal:
         return cls(path, conn, lock, int(in_flight), group_commits=group, schema=schema)
 
     def close(self) -> None:
-        """Commit, close the file (WAL checkpointed) and release the writer lock; safe to call
-        twice."""
+        """Commit, close the file (WAL checkpointed) and release the writer lock.
+
+        Safe to call twice.
+        """
         try:
             self.commit()
         finally:
@@ -223,8 +227,9 @@ class Journal:
         return self._reader.iter_todo(retry_failed=retry_failed)
 
     def iter_todo_requests(self, *, retry_failed: bool = False) -> Iterator[StoredRequest]:
-        """Yield the rows `iter_todo` gives, with the requests stored for them at ingest, so
-        the sender needs no input file. Same rows, same order, same paging.
+        """Yield the rows `iter_todo` gives, with the requests stored for them at ingest.
+
+        So the sender needs no input file. Same rows, same order, same paging.
 
         Raises:
             JournalError: before anything is yielded, if a row to send has no stored request
@@ -366,19 +371,25 @@ class Journal:
         return self._reader.iter_results()
 
     def iter_output(self) -> Iterator[OutputRow]:
-        """Yield every row in index order with its stored input fields (`data`, None where
-        none was stored) and its result, read in pages of 5000: the merged output, written
-        from the journal alone."""
+        """Yield every row in index order with its stored input fields and its result.
+
+        `data` is None where none was stored. Read in pages of 5000: the merged output,
+        written from the journal alone.
+        """
         return self._reader.iter_output()
 
     def statistics(self) -> JournalStats:
-        """Return a snapshot of the whole journal (scans the table: for status and summaries,
-        not for every request)."""
+        """Return a snapshot of the whole journal.
+
+        It scans the table: for status and summaries, not for every request.
+        """
         return self._reader.statistics(self._in_flight_at_open)
 
     def in_flight_at_open(self) -> int:
-        """Return how many rows were SENT when the journal was opened: a run died with them
-        in flight, and they may have been billed."""
+        """Return how many rows were SENT when the journal was opened.
+
+        A run died with them in flight, and they may have been billed.
+        """
         return self._in_flight_at_open
 
     def in_use_elsewhere(self) -> bool:
