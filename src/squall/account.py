@@ -13,7 +13,6 @@ the journal's last run is in; `status_summary()` does both for a journal file, r
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -378,12 +377,11 @@ def read_run_record(jr: Journal) -> RunRecord:
     Raises:
         JournalError: the journal cannot be read.
     """
-    models = json.loads(jr.get_meta("models") or "{}")
-    prices = json.loads(jr.get_meta("prices") or "{}")
+    meta = jr.run_meta()  # typed, and read from the same keys older squalls wrote
     return RunRecord(
-        models={str(k): str(v) for k, v in models.items()},
-        prices={str(k): Price(**v) for k, v in prices.items()},
-        last_stop_reason=jr.get_meta("last_stop_reason") or None,
+        models=dict(meta.models),
+        prices={k: Price(**v.as_dict()) for k, v in meta.prices.items()},
+        last_stop_reason=meta.last_stop_reason,
     )
 
 
