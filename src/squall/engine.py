@@ -1,7 +1,7 @@
 """The engine: send every request where it can start soonest, record every answer, lose nothing.
 
 The engine is given its parts through the ports in `ports.py` (a pool of keys, a transport, a
-journal) plus a retry policy and a clock, and builds none of them; `api.py` wires them. Every
+journal) plus a retry policy and a clock, and builds none of them; `runner.py` wires them. Every
 call on a port is awaited, so a pool or journal living in another process (Ray) can stand in
 without touching this file; `squall.testing` has doubles that prove it.
 

@@ -3,7 +3,7 @@
 A port is a protocol whose every call may cross a process boundary (a Ray actor, another
 machine): every method is awaitable and takes and returns small frozen values, never a
 secret or a config object. The engine (`engine.py`) is written against these alone;
-`api.py` wires in the local implementations (`pool.EndpointPool`, `journal_port.LocalJournal`,
+`runner.py` wires in the local implementations (`pool.EndpointPool`, `journal_port.LocalJournal`,
 `transport.Transport`), and `squall.testing` ships doubles (`FakeTransport`, `MemoryJournal`)
 that prove the ports can be swapped.
 
