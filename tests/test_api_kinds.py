@@ -244,3 +244,28 @@ def test_embeddings_run_one_input_a_request_and_write_each_vector(
 
 def test_completions_with_params_is_the_registrys_when_nothing_extra_is_asked() -> None:
     assert COMPLETIONS.with_params({"echo": True}) is COMPLETIONS
+
+
+def test_export_of_an_embeddings_journal_writes_the_embedding_column(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    from squall.passes import export
+
+    res = squall.run(
+        ["one", "two"], output=tmp_path / "o.jsonl", config=config_for(sim, api="embeddings"),
+        params={"dimensions": 4},
+    )  # fmt: skip
+    rows, done = export(res.journal, tmp_path / "again.jsonl")
+    assert (rows, done) == (2, 2)
+    got = read_jsonl(tmp_path / "again.jsonl")
+    assert [r["embedding"] for r in got] == [expected_embedding(t, 4) for t in ("one", "two")]
+
+
+def test_an_eval_refuses_an_embeddings_config(tmp_path: Path, sim: Simulator) -> None:
+    from squall.evals.runner import evaluate_arithmetic
+
+    with pytest.raises(squall.ConfigError, match="api is embeddings"):
+        evaluate_arithmetic(
+            ["m"], out_dir=tmp_path / "ev", config=config_for(sim, api="embeddings")
+        )
+    assert sim.ledger() == []
