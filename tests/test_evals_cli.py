@@ -136,3 +136,39 @@ def test_changed_template_says_restart_or_another_out(sim: Simulator, tmp_path: 
     assert changed.returncode == 2
     assert "--restart" in changed.stderr and "another --out" in changed.stderr
     assert sim.served_count() == 3
+
+
+def test_eval_with_api_completions(sim: Simulator, tmp_path: Path) -> None:
+    # A base model (or a LoRA on one) without a chat template: the expression goes as `prompt`.
+    done = squall(
+        tmp_path,
+        "eval", "arithmetic",
+        "--base-url", sim.base_url, "--model", "base", "--api", "completions",
+        "-n", "6", "--rpm", "inf", "--progress", "off", "--out", "ev", "--no-chart",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "100.0%" in done.stdout
+    ledger = sim.ledger()
+    # The chat route answers a body without messages with 400: these went to /v1/completions.
+    assert len(ledger) == 6 and all(e.status == 200 for e in ledger)
+    settings = json.loads(_journal_setting(tmp_path / "ev", "settings"))
+    assert settings["api"] == "completions"
+
+
+def test_eval_refuses_api_embeddings(sim: Simulator, tmp_path: Path) -> None:
+    done = squall(
+        tmp_path,
+        "eval", "arithmetic", "--base-url", sim.base_url, "--model", "base",
+        "--api", "embeddings", "-n", "2", "--progress", "off", "--out", "ev",
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "--api 'embeddings'" in done.stderr and sim.ledger() == []
+
+
+def _journal_setting(out: Path, key: str) -> str:
+    import sqlite3
+
+    (journal,) = out.glob("*.sqlite")
+    with sqlite3.connect(journal) as db:
+        (value,) = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return str(value)

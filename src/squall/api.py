@@ -19,7 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 from .account import Summary
 from .account import summarize as summarize
 from .clock import Clock, MonotonicClock
-from .config import RunConfig
+from .config import Api, RunConfig
 from .engine import Engine
 from .passes import output_rows
 from .passes import write_output as write_output
@@ -96,6 +96,7 @@ async def arun(
     progress: Mode | None = None,
     input_format: str | None = None,
     model: str | None = None,
+    api: Api | None = None,
     template: str | None = None,
     system: str | None = None,
     max_tokens: int | None = None,
@@ -125,6 +126,9 @@ async def arun(
         progress: "auto", "rich", "plain" or "off".
         input_format: the input's format when its name does not say ("jsonl", "csv", ...).
         model: the model to ask for (over the config's; validated like every setting).
+        api: the kind of request: "chat" (the default), "completions" (the row's prompt
+            sent as `prompt`, `choices[0].text` read) or "embeddings" (one input a request,
+            the vector in the `embedding` column). OpenAI batch lines: their `url` decides.
         template: a `str.format` template filled from each row's fields, as the prompt.
         system: a system message put before every prompt.
         max_tokens: the longest answer to ask for.
@@ -146,6 +150,7 @@ async def arun(
     """
     settings = {
         "model": model,
+        "api": api,
         "template": template,
         "system": system,
         "max_tokens": max_tokens,

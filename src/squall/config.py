@@ -38,6 +38,8 @@ else:  # pragma: no cover - exercised on 3.10 only
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 DEFAULT_CONCURRENCY = 64
+Api = Literal["chat", "completions", "embeddings"]
+"""The request kinds a run may send (squall.operations names them)."""
 _LIMIT_FLAGS = (("rpm", "rpm"), ("tpm", "tpm"), ("concurrency", "max_concurrency"))
 
 
@@ -75,6 +77,8 @@ class EndpointConfig(_Frozen):
     base_url: str
     keys: tuple[KeyConfig, ...] = (KeyConfig(key=ApiKey("EMPTY")),)
     model: str | None = None
+    api: Api | None = None
+    """The request kind this endpoint takes; unset: the run's (one kind a run, for now)."""
     rpm: float | None = None
     tpm: float | None = None
     max_concurrency: Annotated[int, Field(ge=1)] = DEFAULT_CONCURRENCY
@@ -125,6 +129,8 @@ class RunConfig(_Frozen):
     """Everything one run needs besides its input and output."""
 
     model: str | None = None
+    api: Api = "chat"
+    """The request kind sent: chat, completions or embeddings (batch lines: their `url`)."""
     endpoints: tuple[EndpointConfig, ...] = ()
     prices: dict[str, Price] = Field(default_factory=dict)
     template: str | None = None
@@ -243,7 +249,7 @@ def load(
 ) -> RunConfig:
     """Return the run's settings from a TOML file, the environment and flag overrides.
 
-    `overrides` holds CLI flags (only those given): `model`, `template`, `system`,
+    `overrides` holds CLI flags (only those given): `model`, `api`, `template`, `system`,
     `max_tokens`, `temperature`, `max_cost`, and for endpoints `base_url`, `key_env`
     (a list of variable names), `rpm`, `tpm`, `concurrency`.
 

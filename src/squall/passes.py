@@ -12,13 +12,15 @@ The one other pass over the input is `plan.dry_run`'s, which writes no journal t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, JournalError
+from .errors import ConfigError, InputError, JournalError
 from .inputs import is_batch_line
 from .journal import IngestReport, IngestRow, Journal, OutputRow
+from .operations import CHAT, COMPLETIONS, Operation, operation
 from .outputs import merge_fields, open_writer
 from .plan import Plan
 from .prompts import ROW_FINGERPRINT, row_fingerprinter
@@ -92,25 +94,55 @@ def _rows(jr: Journal) -> Iterator[OutputRow]:
         yield r
 
 
-def write_output(journal: Path, output: Path, *, batch: bool) -> int:
+def write_output(
+    journal: Path, output: Path, *, batch: bool, operation: Operation | None = None
+) -> int:
     """Write the merged output from the journal alone, in input order; return rows written.
 
-    Rows not answered yet are written with their fields and empty answer columns.
+    Rows not answered yet are written with their fields and empty answer columns, those of
+    `operation` (default: the one the journal's settings name, see `journal_operation`).
 
     Raises:
         OutputError: the file cannot be written; JournalError: see `_rows`.
     """
-    with Journal.open(journal, read_only=True) as jr, open_writer(output, batch=batch) as w:
-        for r in _rows(jr):
-            w.write(Row(r.index, 0, r.data or {}), r.result)
-        return w.rows_written
-
-
-def output_rows(journal: Path) -> Iterator[dict[str, Any]]:
-    """Yield the merged output rows from the journal, in input order."""
     with Journal.open(journal, read_only=True) as jr:
+        op = operation or journal_operation(jr)
+        with open_writer(output, batch=batch, operation=op) as w:
+            for r in _rows(jr):
+                w.write(Row(r.index, 0, r.data or {}), r.result)
+            return w.rows_written
+
+
+def journal_operation(jr: Journal) -> Operation:
+    """Return the operation a journal's rows were sent as, from its recorded settings.
+
+    Chat when the settings name no other (journals made before other kinds name none).
+    """
+    try:
+        settings = json.loads(jr.get_meta("settings") or "{}")
+    except ValueError:
+        settings = {}
+    if not isinstance(settings, dict):
+        return CHAT
+    try:
+        op = operation(str(settings.get("api") or CHAT.name))
+    except ConfigError:
+        return CHAT
+    params = settings.get("params")
+    if op.name == COMPLETIONS.name and isinstance(params, dict):
+        op = COMPLETIONS.with_params(params)
+    return op
+
+
+def output_rows(journal: Path, operation: Operation | None = None) -> Iterator[dict[str, Any]]:
+    """Yield the merged output rows from the journal, in input order.
+
+    Their answer columns are `operation`'s (default: the journal's, see `journal_operation`).
+    """
+    with Journal.open(journal, read_only=True) as jr:
+        op = operation or journal_operation(jr)
         for r in _rows(jr):
-            yield merge_fields(r.data or {}, r.result)
+            yield merge_fields(r.data or {}, r.result, op)
 
 
 def export(journal: Path, output: Path) -> tuple[int, int]:

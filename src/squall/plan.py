@@ -22,6 +22,7 @@ from .account import Summary, cost_of
 from .config import RunConfig
 from .errors import ConfigError
 from .inputs import InputSource, StreamInput, open_input
+from .operations import COMPLETIONS, Operation, for_batch_url, operation
 from .prompts import RequestBuilder, SettingsFingerprint, check_template
 
 ENDPOINT_FLAGS = frozenset({"base_url", "key_env", "rpm", "tpm", "concurrency"})
@@ -45,6 +46,7 @@ class Plan:
         output: where the merged output goes, if anywhere.
         models: each endpoint's model, by endpoint name.
         line_models: batch lines must each name their model (none is configured).
+        operation: the kind of request every row is sent as (`choose_operation`).
     """
 
     cfg: RunConfig
@@ -56,6 +58,7 @@ class Plan:
     output: Path | None
     models: dict[str, str]
     line_models: bool
+    operation: Operation
 
     @property
     def batch(self) -> bool:
@@ -83,6 +86,33 @@ def resolve_config(config: str | Path | RunConfig | None, settings: Mapping[str,
             )
         return config_mod.with_overrides(config, direct)
     return config_mod.load(config, overrides=settings)
+
+
+def choose_operation(cfg: RunConfig, source: InputSource) -> Operation:
+    """Return the kind of request the run sends: the batch lines' `url`, else `cfg.api`.
+
+    OpenAI batch lines are sent as their first line's `url` says (a line whose url differs
+    is refused at ingest, naming it); an unknown url leaves `cfg.api`, and ingest refuses
+    the line. Completions get the output columns their `params` ask for (logprobs, choices).
+
+    Raises:
+        ConfigError: an endpoint's `api` is not the run's (one kind a run, for now).
+    """
+    op: Operation | None = None
+    if source.is_batch:
+        op = for_batch_url(source.first_row().data.get("url"))
+    if op is None:
+        op = operation(cfg.api)
+    if op.name == COMPLETIONS.name:
+        op = COMPLETIONS.with_params(cfg.params)
+    mixed = [f"{ep.name!r} ({ep.api})" for ep in cfg.endpoints if ep.api not in (None, op.name)]
+    if mixed:
+        raise ConfigError(
+            f"endpoint {', '.join(mixed)} takes another api than this run's {op.name} "
+            "requests: mixed kinds in one run are not supported yet; run each kind with its "
+            "own endpoints (or leave the endpoint's api unset)"
+        )
+    return op
 
 
 def default_journal(output: str | Path | None, source: InputSource, settings_digest: str) -> Path:
@@ -127,6 +157,7 @@ def make_plan(
         ConfigError, InputError: the settings or the input cannot make a run.
     """
     source = open_input(data, fmt=input_format)
+    op = choose_operation(cfg, source)
     builder = RequestBuilder(
         template=cfg.template,
         system=cfg.system,
@@ -134,6 +165,7 @@ def make_plan(
         temperature=cfg.temperature,
         params=cfg.params,
         source_name=source.name,
+        operation=op,
     )
     if not source.is_batch and cfg.template:
         check_template(
@@ -161,6 +193,7 @@ def make_plan(
         output=Path(output) if output is not None else None,
         models=endpoint_models(pool_cfg),
         line_models=pool_cfg is not cfg,
+        operation=op,
     )
 
 

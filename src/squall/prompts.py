@@ -101,7 +101,8 @@ class SettingsFingerprint:
 
     Attributes:
         digest: a 32-hex-digit hash of `settings`.
-        settings: template, system, max_tokens, temperature, params and model, as given.
+        settings: template, system, max_tokens, temperature, params and model, as given
+            (and api, when it is not chat).
     """
 
     digest: str
@@ -125,8 +126,13 @@ def settings_fingerprint(
     temperature: float | None,
     params: Mapping[str, Any],
     model: str | None,
+    api: str = "chat",
 ) -> SettingsFingerprint:
-    """Return the hash and readable form of the settings that shape requests."""
+    """Return the hash and readable form of the settings that shape requests.
+
+    `api` (the operation's name) is part of them only when it is not chat, so journals made
+    before there were other kinds keep their fingerprint.
+    """
     settings: dict[str, Any] = {
         "template": template,
         "system": system,
@@ -135,6 +141,8 @@ def settings_fingerprint(
         "params": dict(params),
         "model": model,
     }
+    if api != "chat":
+        settings["api"] = api
     digest = hashlib.blake2b(_canonical(settings).encode("utf-8"), digest_size=16).hexdigest()
     return SettingsFingerprint(digest=digest, settings=settings)
 
@@ -272,6 +280,7 @@ class RequestBuilder:
             temperature=temperature,
             params=extras,
             model=model,
+            api=self.operation.name,
         )
 
     def _render(self, row: Row) -> str:

@@ -23,6 +23,7 @@ from .events import KeyStats, RunStats
 from .interrupts import Interrupts
 from .journal import IngestReport, Journal, JournalStats, ModelPrice, RunMeta, discard
 from .journal_port import LocalJournal
+from .operations import CHAT, Operation
 from .outputs import open_writer
 from .passes import ingest, todo, write_output
 from .plan import Plan
@@ -34,11 +35,15 @@ from .retry import RetryPolicy
 from .transport import Target, Transport, make_target
 
 
-def targets(cfg: RunConfig) -> dict[str, Target]:
+def targets(cfg: RunConfig, operation: Operation = CHAT) -> dict[str, Target]:
     """Return each key id's URL and credentials: the only table where ids meet secrets."""
     return {
         key_id: make_target(
-            ep.base_url, key.key.reveal(), timeout_s=ep.timeout_s, extra_headers=ep.headers
+            ep.base_url,
+            key.key.reveal(),
+            timeout_s=ep.timeout_s,
+            extra_headers=ep.headers,
+            operation=operation,
         )
         for key_id, ep, key in iter_keys(cfg)
     }
@@ -140,7 +145,7 @@ class Runner:
             jr.close()
         wall = self._clock.now() - started
         if plan.output is not None:
-            write_output(plan.journal, plan.output, batch=plan.batch)
+            write_output(plan.journal, plan.output, batch=plan.batch, operation=plan.operation)
         return self._account(jstats, wall)
 
     def _prepare(self, jr: Journal) -> IngestReport:
@@ -149,7 +154,7 @@ class Runner:
         if plan.output is not None:
             # A bad output path (unknown extension, batch lines into CSV, unwritable) must
             # fail before money is spent, not at the merge after the last answer.
-            open_writer(plan.output, batch=plan.batch).abort()
+            open_writer(plan.output, batch=plan.batch, operation=plan.operation).abort()
         report = self._report = ingest(plan, jr)
         jr.write_run_meta(_run_meta(plan))
         spent = 0.0
@@ -181,7 +186,8 @@ class Runner:
             max_connections=pool.max_in_flight,
             redactor=redactor,
             keep_raw=plan.batch,
-            targets=targets(plan.pool_cfg),
+            operation=plan.operation,
+            targets=targets(plan.pool_cfg, plan.operation),
         ) as transport:
             engine = Engine(
                 pool=pool,

@@ -48,6 +48,14 @@ Tpm = Annotated[float | None, typer.Option("--tpm", help="Tokens per minute per 
 Concurrency = Annotated[
     int | None, typer.Option("--concurrency", help="Requests in flight per key.")
 ]
+Api = Annotated[
+    str | None,
+    typer.Option(
+        "--api",
+        help="chat (default) or completions: a base model or LoRA without a chat template.",
+    ),
+]
+EVAL_APIS = ("chat", "completions")
 System = Annotated[str | None, typer.Option("--system", help="System prompt.")]
 MaxTokens = Annotated[int | None, typer.Option("--max-tokens", help="Answer length cap.")]
 Temperature = Annotated[
@@ -122,6 +130,7 @@ def arithmetic_cmd(
     config: Config = None,
     model: Models = None,
     key_env: KeyEnv = None,
+    api: Api = None,
     n: Count = 1000,
     operands: Operands = 3,
     seed: Seed = 0,
@@ -158,6 +167,7 @@ def arithmetic_cmd(
             temperature,
             max_cost,
             None,
+            api=api,
         )
         result = evaluate_arithmetic(
             model or (),
@@ -190,6 +200,7 @@ def file_cmd(
     config: Config = None,
     model: Models = None,
     key_env: KeyEnv = None,
+    api: Api = None,
     template: RowTemplate = None,
     out_dir: Out = None,
     rpm: Rpm = None,
@@ -224,6 +235,7 @@ def file_cmd(
             temperature,
             max_cost,
             template,
+            api=api,
         )
         result = evaluate_file(
             str(file),
@@ -258,7 +270,11 @@ def _load_config(
     temperature: float | None,
     max_cost: float | None,
     template: str | None,
+    *,
+    api: str | None = None,
 ) -> RunConfig:
+    if api is not None and api not in EVAL_APIS:
+        raise ConfigError(f"--api {api!r}: squall eval sends {' or '.join(EVAL_APIS)}")
     cfg = load(
         path,
         overrides={
@@ -272,6 +288,7 @@ def _load_config(
             "temperature": temperature,
             "max_cost": max_cost,
             "template": template,
+            "api": api,
         },
     )
     require_endpoints(cfg)

@@ -56,6 +56,13 @@ BaseUrl = Annotated[
     typer.Option("--base-url", help="One endpoint's base URL (replaces the config's endpoints)."),
 ]
 Model = Annotated[str | None, typer.Option("--model", help="Model name to send.")]
+ApiKind = Annotated[
+    str | None,
+    typer.Option(
+        "--api",
+        help="Request kind: chat (default), completions or embeddings; batch lines: their url.",
+    ),
+]
 KeyEnv = Annotated[
     list[str] | None,
     typer.Option("--key-env", help="Environment variable holding a key (repeat for several keys)."),
@@ -100,3 +107,5 @@ InputFormat = Annotated[
 ]
 
 PROGRESS_MODES = ("auto", "rich", "plain", "off")
+
+APIS = ("chat", "completions", "embeddings")

@@ -20,6 +20,7 @@ def run_cmd(
     journal: h.JournalFile = None,
     base_url: h.BaseUrl = None,
     model: h.Model = None,
+    api: h.ApiKind = None,
     key_env: h.KeyEnv = None,
     rpm: h.Rpm = None,
     tpm: h.Tpm = None,
@@ -43,9 +44,12 @@ def run_cmd(
 
     if progress is not None and progress not in h.PROGRESS_MODES:
         raise fail(ConfigError(f"--progress {progress!r}: use auto, rich, plain or off"))
+    if api is not None and api not in h.APIS:
+        raise fail(ConfigError(f"--api {api!r}: use {', '.join(h.APIS)}"))
     settings = _given(
         base_url=base_url,
         model=model,
+        api=api,
         key_env=key_env,
         rpm=rpm,
         tpm=tpm,

@@ -492,6 +492,10 @@ def _resolve_config(
     """Return the config to run with and the models to evaluate."""
     cfg = config if isinstance(config, RunConfig) else load(config)
     require_endpoints(cfg)
+    if cfg.api == "embeddings":
+        raise ConfigError(
+            "api is embeddings: an eval scores answers, so it sends chat or completions"
+        )
     named = {ep.model for ep in cfg.endpoints if ep.model}
     if models:
         if named:

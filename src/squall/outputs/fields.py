@@ -35,14 +35,16 @@ def merge_fields(
 
 def _output_shape(operation: Operation) -> tuple[frozenset[str], dict[str, Any]]:
     # Worked out once per operation: merge_fields runs for every row written.
-    shape = _SHAPES.get(operation.name)
+    # Keyed by the columns too: completions with logprobs has more than the registry's one.
+    key = (operation.name, operation.output_columns)
+    shape = _SHAPES.get(key)
     if shape is None:
         empty = operation.output_fields(RowResult(index=0, state=RowState.PENDING))
-        shape = _SHAPES[operation.name] = (frozenset(operation.output_columns), empty)
+        shape = _SHAPES[key] = (frozenset(operation.output_columns), empty)
     return shape
 
 
-_SHAPES: dict[str, tuple[frozenset[str], dict[str, Any]]] = {}
+_SHAPES: dict[tuple[str, tuple[str, ...]], tuple[frozenset[str], dict[str, Any]]] = {}
 
 
 def json_text(value: Any) -> str:
