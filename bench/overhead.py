@@ -249,9 +249,9 @@ def main(argv: list[str] | None = None) -> int:
             f"target <= 0.3 CPU-s per 1000 requests: {fmt(sq['cpu_per_1000'], 3)} -> "
             f"{verdict(cpu_ok)}"
         )
-    disc, sq = figures.get("squall-discover"), figures.get("squall")
-    if disc and sq and disc.get("rps") and sq.get("rps"):
-        x = disc["rps"] / sq["rps"]
+    disc, declared = figures.get("squall-discover"), figures.get("squall")
+    if disc and declared and disc.get("rps") and declared.get("rps"):
+        x = disc["rps"] / declared["rps"]
         print(
             f"issue 11 (reported, not the exit status): no limit declared at {fmt(x)}x the "
             f"rate with `rpm = inf` (target >= 0.8x) -> {verdict(x >= 0.8)}"
