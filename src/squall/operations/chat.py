@@ -112,35 +112,12 @@ class ChatOperation:
             MalformedResponse: the body is not JSON or has no choices[0] object.
             ContentFiltered: the answer finished by content_filter with no text.
         """
-        try:
-            data = jsoncodec.loads(raw)
-            choice = data["choices"][0]
-        except (ValueError, KeyError, IndexError, TypeError):
-            snippet = raw[:120].decode("utf-8", "replace")
-            raise MalformedResponse(
-                redact(f"the body is not a chat completion: {snippet!r}"), status=200
-            ) from None
-        if not isinstance(choice, dict):
-            raise MalformedResponse("the body's choices[0] is not an object", status=200)
+        data, choice = first_choice(raw, redact, "a chat completion")
         message = choice.get("message") or {}
         text = message.get("content") if isinstance(message, dict) else None
         if text is None and "text" in choice:
             text = choice["text"]
-        finish = choice.get("finish_reason")
-        if finish == "content_filter" and not text:
-            raise ContentFiltered("the provider filtered this content", status=200)
-        usage = data.get("usage")
-        if not isinstance(usage, dict):  # absent, null or junk: the answer still counts
-            usage = {}
-        request_id = data.get("id")
-        return Completion(
-            text=text if isinstance(text, str) or text is None else json.dumps(text),
-            finish_reason=finish,
-            prompt_tokens=_int(usage.get("prompt_tokens")),
-            completion_tokens=_int(usage.get("completion_tokens")),
-            raw=raw.decode("utf-8", "replace") if keep_raw else None,
-            request_id=request_id if isinstance(request_id, str) else None,
-        )
+        return completion_of(raw, data, text, choice.get("finish_reason"), keep_raw)
 
     def output_fields(self, result: RowResult) -> dict[str, Any]:
         """Return the output columns for `result` (squall.records.OUTPUT_FIELDS)."""
@@ -171,6 +148,51 @@ class ChatOperation:
 
 def _int(v: Any) -> int | None:
     return v if isinstance(v, int) else None
+
+
+def first_choice(
+    raw: bytes, redact: Callable[[str], str], kind: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return an answer's parsed body and its `choices[0]` (chat and completions alike).
+
+    Raises:
+        MalformedResponse: the body is not JSON or has no choices[0] object.
+    """
+    try:
+        data = jsoncodec.loads(raw)
+        choice = data["choices"][0]
+    except (ValueError, KeyError, IndexError, TypeError):
+        snippet = raw[:120].decode("utf-8", "replace")
+        raise MalformedResponse(
+            redact(f"the body is not {kind}: {snippet!r}"), status=200
+        ) from None
+    if not isinstance(choice, dict):
+        raise MalformedResponse("the body's choices[0] is not an object", status=200)
+    return data, choice
+
+
+def completion_of(
+    raw: bytes, data: Mapping[str, Any], text: Any, finish: Any, keep_raw: bool
+) -> Completion:
+    """Return the Completion of an answer whose text and finish reason were read.
+
+    Raises:
+        ContentFiltered: the answer finished by content_filter with no text.
+    """
+    if finish == "content_filter" and not text:
+        raise ContentFiltered("the provider filtered this content", status=200)
+    usage = data.get("usage")
+    if not isinstance(usage, dict):  # absent, null or junk: the answer still counts
+        usage = {}
+    request_id = data.get("id")
+    return Completion(
+        text=text if isinstance(text, str) or text is None else json.dumps(text),
+        finish_reason=finish if isinstance(finish, str) else None,
+        prompt_tokens=_int(usage.get("prompt_tokens")),
+        completion_tokens=_int(usage.get("completion_tokens")),
+        raw=raw.decode("utf-8", "replace") if keep_raw else None,
+        request_id=request_id if isinstance(request_id, str) else None,
+    )
 
 
 def row_prompt(row: Row, source_name: str) -> str:

@@ -17,15 +17,14 @@ Those columns are read back from the raw body, which such an operation keeps for
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import jsoncodec
-from ..errors import ConfigError, ContentFiltered, InputError, MalformedResponse
+from ..errors import ConfigError, InputError
 from ..records import OUTPUT_FIELDS, Completion, Row, RowResult
 from ..tokens import estimate_prompt_tokens
-from .chat import list_columns, row_prompt
+from .chat import completion_of, first_choice, list_columns, row_prompt
 
 if TYPE_CHECKING:
     from . import RequestSettings
@@ -143,33 +142,9 @@ class CompletionsOperation:
             MalformedResponse: the body is not JSON or has no choices[0] object.
             ContentFiltered: the answer finished by content_filter with no text.
         """
-        try:
-            data = jsoncodec.loads(raw)
-            choice = data["choices"][0]
-        except (ValueError, KeyError, IndexError, TypeError):
-            snippet = raw[:120].decode("utf-8", "replace")
-            raise MalformedResponse(
-                redact(f"the body is not a text completion: {snippet!r}"), status=200
-            ) from None
-        if not isinstance(choice, dict):
-            raise MalformedResponse("the body's choices[0] is not an object", status=200)
-        text = choice.get("text")
-        finish = choice.get("finish_reason")
-        if finish == "content_filter" and not text:
-            raise ContentFiltered("the provider filtered this content", status=200)
-        usage = data.get("usage")
-        if not isinstance(usage, dict):
-            usage = {}
-        request_id = data.get("id")
+        data, choice = first_choice(raw, redact, "a text completion")
         keep = keep_raw or bool(self.extra_columns)
-        return Completion(
-            text=text if isinstance(text, str) or text is None else json.dumps(text),
-            finish_reason=finish if isinstance(finish, str) else None,
-            prompt_tokens=_int(usage.get("prompt_tokens")),
-            completion_tokens=_int(usage.get("completion_tokens")),
-            raw=raw.decode("utf-8", "replace") if keep else None,
-            request_id=request_id if isinstance(request_id, str) else None,
-        )
+        return completion_of(raw, data, choice.get("text"), choice.get("finish_reason"), keep)
 
     def output_fields(self, result: RowResult) -> dict[str, Any]:
         """Return squall's output columns for `result`, then the extra ones from its raw body."""
