@@ -48,6 +48,11 @@ def test_export_after_kill_9_writes_every_row_and_what_was_paid_for(
     assert not (tmp_path / "out.jsonl").exists()
     served = len(sim.served())
 
+    # The account of the killed run says how to get what was paid for.
+    status = run_squall("status", "out.jsonl.squall.sqlite", cwd=tmp_path)
+    assert "interrupted" in status.stdout
+    assert "squall export out.jsonl.squall.sqlite -o FILE" in " ".join(status.stdout.split())
+
     res = run_squall("export", "out.jsonl.squall.sqlite", "-o", "paid.jsonl", cwd=tmp_path)
 
     assert res.returncode == 0, res.stderr

@@ -29,12 +29,19 @@ def resume_hint(argv: list[str]) -> str:
     return "squall " + " ".join(a if " " not in a else repr(a) for a in argv[1:])
 
 
+def export_hint(journal: str) -> str:
+    """Return the line that says how to write what was paid for, sending nothing."""
+    return escape(f"What was answered so far, without sending: squall export {journal} -o FILE")
+
+
 def print_run_end(summary: Summary, argv: list[str]) -> None:
     """Print a run's account to stderr, then how to resume it or what its failures mean."""
     err.print(summary)
     hint = escape(resume_hint(argv))
     if summary.status == "interrupted":
         err.print(f"[yellow]interrupted.[/] Resume with: {hint}", soft_wrap=True)
+        if summary.journal:
+            err.print(export_hint(summary.journal), soft_wrap=True)
     elif summary.status == "stopped":
         err.print(
             f"[yellow]stopped: {escape(summary.reason or '')}[/]\nResume with: {hint}",

@@ -10,7 +10,7 @@ import typer
 from ..account import status_summary
 from ..errors import SquallError
 from . import help as h
-from .console import fail, out, summary_json
+from .console import export_hint, fail, out, summary_json
 
 
 def status_cmd(
@@ -26,6 +26,8 @@ def status_cmd(
         out.print_json(data=summary_json(summary))
     else:
         out.print(summary)
+        if summary.status == "interrupted":
+            out.print(export_hint(str(journal)), soft_wrap=True)
     raise typer.Exit(0)
 
 
