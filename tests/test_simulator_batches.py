@@ -108,7 +108,7 @@ def chat_line(custom_id: str, prompt: str, url: str = CHAT) -> Json:
 async def test_a_batch_runs_to_completed_with_each_line_answered_as_online(
     simulator: Factory, session: aiohttp.ClientSession
 ) -> None:
-    sim = simulator(config())
+    sim = simulator(config(line_s=0.005))  # 30 lines: 0.15 s in_progress, seen by polling
     client = Client(session, sim.base_url)
     prompts = {f"r{i}": f"what is {i} + {i * 3}" for i in range(30)}
     uploaded = await client.upload([chat_line(c, p) for c, p in prompts.items()])
@@ -266,18 +266,44 @@ async def test_cancel_mid_way_keeps_the_lines_done(
     assert status == 409 and "cancelled" in again["error"]["message"]
 
 
+async def test_cancel_while_validating_and_online_rows_are_told_apart(
+    simulator: Factory, session: aiohttp.ClientSession
+) -> None:
+    sim = simulator(config(validating_s=5.0))
+    client = Client(session, sim.base_url, KEY2)
+    file_id = (await client.upload([chat_line("a", "what is 2 + 2")]))["id"]
+    _, batch = await client.create(file_id)
+    status, cancelling = await client.call("POST", f"/batches/{batch['id']}/cancel")
+    assert status == 200 and cancelling["status"] == "cancelling"
+    batch = await client.wait(batch["id"], DONE)
+    assert batch["status"] == "cancelled" and batch["request_counts"]["total"] == 0
+    assert batch["output_file_id"] is None and batch["error_file_id"] is None
+
+    # The same prompt online and in a second batch: the ledger tells the three apart.
+    body = chat_line("x", "what is 2 + 2")["body"]
+    assert (await client.call("POST", "/chat/completions", json=body))[0] == 200
+    sim2_batch = (await client.create(file_id))[1]
+    await client.wait(sim2_batch["id"], DONE)
+    entries = sim.ledger()
+    online = [e for e in entries if e.online]
+    lines = [e for e in entries if e.event == "batch_line"]
+    assert len(online) == 1 and [e.batch_id for e in lines] == [sim2_batch["id"]]
+    assert online[0].prompt_sha256 == lines[0].prompt_sha256 != ""
+
+
 async def test_a_batch_not_done_in_time_expires_with_its_work_kept(
     simulator: Factory, session: aiohttp.ClientSession
 ) -> None:
-    # Nominal seconds, scaled: lines of 10 s and a 1000 s window run as 1 ms and 100 ms.
-    sim = simulator(config(line_s=10, expire_after_s=1000, time_scale=0.0001))
+    # Nominal seconds, scaled: lines of 10 s and a 5000 s window run as 1 ms and 0.5 s, so
+    # the 2000 lines need at least 2 s and some, but not all, are done in the window.
+    sim = simulator(config(line_s=10, expire_after_s=5000, time_scale=0.0001))
     client = Client(session, sim.base_url)
-    file_id = (await client.upload([chat_line(f"r{i}", str(i)) for i in range(1000)]))["id"]
+    file_id = (await client.upload([chat_line(f"r{i}", str(i)) for i in range(2000)]))["id"]
     _, batch = await client.create(file_id)
     batch = await client.wait(batch["id"], DONE)
     assert batch["status"] == "expired" and isinstance(batch["expired_at"], int)
     counts = batch["request_counts"]
-    assert 0 < counts["completed"] < 1000 and counts["completed"] + counts["failed"] == 1000
+    assert 0 < counts["completed"] < 2000 and counts["completed"] + counts["failed"] == 2000
     assert len(await client.lines(batch["output_file_id"])) == counts["completed"]
     left = await client.lines(batch["error_file_id"])
     assert {line["error"]["code"] for line in left} == {"batch_expired"}

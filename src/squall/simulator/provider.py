@@ -4,7 +4,9 @@ Order of checks for a request of any kind in `routes.REQUEST_KINDS`: key (401 un
 403 forbidden), body (400), model (404 when `strict_models`), limits (429), content triggers
 (`SQUALL_BAD_REQUEST`, `SQUALL_CONTENT_FILTER` -> 400), random faults, latency, answer. Every
 one of them is recorded in the ledger. `GET /v1/models` and `GET /_squall/ledger` are answered
-here directly; any other path gets an OpenAI-shaped 404.
+here directly. Requests under /v1/files and /v1/batches have their key checked (401, 403) and
+go to their stores (`files.py`, `batches.py`), never counting against the online limits. Any
+other path gets an OpenAI-shaped 404.
 """
 
 from __future__ import annotations
