@@ -10,6 +10,8 @@ Endpoints:
     POST /v1/chat/completions   the chat API (Authorization: Bearer KEY)
     POST /v1/completions        the legacy completions API (`prompt` in, `text` out)
     POST /v1/embeddings         embeddings: one text or a list, float or base64, data shuffled
+    POST /v1/files              upload a file (multipart: purpose, file); GET, DELETE, content
+    POST /v1/batches            the Batch API: create, GET one or a page, POST .../cancel
     GET  /v1/models             the configured model names
     GET  /_squall/ledger        everything served so far, as JSON
 
@@ -19,7 +21,8 @@ prints its base URL as its first stdout line and serves until SIGTERM or SIGINT.
 
 The package, one noun a module:
 
-    settings.py   SimKey, SimConfig (to_dict/from_dict), demo_config, load_config
+    settings.py   SimKey, SimConfig (to_dict/from_dict), BatchSettings, demo_config,
+                  load_config
     answers.py    what an answer holds: expected_answer, expected_embedding, prompt_digest,
                   token counts
     routes.py     URL path -> request kind; the one table to extend for a new endpoint
@@ -28,13 +31,17 @@ The package, one noun a module:
     embeddings.py the embeddings kind: input(s) in, deterministic vectors out (shuffled)
     limits.py     per-key limits: token buckets or sliding windows, requests in flight
     faults.py     injected 5xx, resets, malformed bodies, hangs; the wording of refusals
+    files.py      the Files API: uploads and batch output, per key, in memory
+    batches.py    the Batch API's endpoints: create, retrieve, list, cancel
+    batchrun.py   one batch's state and run: validating ... completed, cancelled, expired
+    batchlines.py a batch's lines: checked, answered as online, written to output lines
     ledger.py     LedgerEntry, the ledger and its file, max_in_window
     provider.py   how one request is checked, refused, broken or answered
     server.py     Simulator: serving the provider on 127.0.0.1 (thread or running loop)
     command.py    the command line behind `python -m squall.simulator` (__main__.py)
 
-New endpoints (/v1/files, /v1/batches) are each one module like chat.py plus one entry in
-`routes.REQUEST_KINDS`; see routes.py.
+A new stateless endpoint is one module like chat.py plus one entry in `routes.REQUEST_KINDS`
+(a batch may then name it as its endpoint); see routes.py.
 """
 
 from .answers import expected_answer, expected_embedding, prompt_digest
@@ -43,6 +50,7 @@ from .ledger import LedgerEntry, iter_ledger_file, max_in_window
 from .limits import format_duration
 from .server import HOST, Simulator
 from .settings import (
+    BatchSettings,
     BusyWording,
     ErrorShape,
     LimitMode,
@@ -56,6 +64,7 @@ from .settings import (
 
 __all__ = [
     "HOST",
+    "BatchSettings",
     "BusyWording",
     "ErrorShape",
     "LedgerEntry",

@@ -39,6 +39,17 @@ class LedgerEntry(NamedTuple):
             before its limits: "auth", "bad_body", "model".
         inputs: how many prompts or inputs the request carried (an embeddings pack: its
             texts; 0 when the body was unreadable). Ledger files written before it read as 1.
+        event: what happened: "request" (an online request, as every entry was before the
+            Batch API), "file_upload", "batch_create", or "batch_line" (one line of a batch
+            answered: its `status` is the line's, `served` is False, and it never counted
+            against the key's online limits).
+        batch_id: the batch of a "batch_create" or "batch_line" entry ("" otherwise).
+        custom_id: a "batch_line" entry's custom_id ("" otherwise).
+        file_id: the file uploaded ("file_upload") or a batch's input file ("batch_create").
+        kind: the request kind's path, e.g. "/v1/chat/completions", for batch entries (a
+            batch's endpoint); "" for online requests, which ledger files never named.
+        metadata: a "batch_create" entry's metadata (None otherwise).
+        Ledger files written before these fields read with their defaults.
     """
 
     t: float
@@ -49,6 +60,17 @@ class LedgerEntry(NamedTuple):
     served: bool
     fault: str
     inputs: int = 1
+    event: str = "request"
+    batch_id: str = ""
+    custom_id: str = ""
+    file_id: str = ""
+    kind: str = ""
+    metadata: dict[str, str] | None = None
+
+    @property
+    def online(self) -> bool:
+        """Whether this entry is an online request (not the Files or Batch API)."""
+        return self.event == "request"
 
 
 class Ledger:
@@ -108,7 +130,8 @@ def iter_ledger_file(path: str | Path) -> Iterator[LedgerEntry]:
 def max_in_window(entries: Iterable[LedgerEntry], key: str, window_s: float) -> int:
     """Return the most requests of `key` that counted against its limits in any `window_s`.
 
-    A request counts when it got past its limits: every entry but those refused before them
+    Only online requests count (batch lines never do), and a request counts when it got past
+    its limits: every entry but those refused before them
     (`REFUSED_BEFORE_LIMITS`: unknown key, bad body, unknown model, over a limit). Windows
     are half-open, `[t, t + window_s)`, as the sliding-window limit counts them, so a key in
     "sliding" mode never shows more than its window's capacity. The ledger's `t` is read a
@@ -121,7 +144,11 @@ def max_in_window(entries: Iterable[LedgerEntry], key: str, window_s: float) -> 
         window_s: the window's length in seconds.
     """
     wanted = {key, mask_key(key)}
-    times = sorted(e.t for e in entries if e.key in wanted and e.fault not in REFUSED_BEFORE_LIMITS)
+    times = sorted(
+        e.t
+        for e in entries
+        if e.key in wanted and e.online and e.fault not in REFUSED_BEFORE_LIMITS
+    )
     best, start = 0, 0
     for end, t in enumerate(times):
         while times[start] <= t - window_s:

@@ -4,7 +4,9 @@ Order of checks for a request of any kind in `routes.REQUEST_KINDS`: key (401 un
 403 forbidden), body (400), model (404 when `strict_models`), limits (429), content triggers
 (`SQUALL_BAD_REQUEST`, `SQUALL_CONTENT_FILTER` -> 400), random faults, latency, answer. Every
 one of them is recorded in the ledger. `GET /v1/models` and `GET /_squall/ledger` are answered
-here directly; any other path gets an OpenAI-shaped 404.
+here directly. Requests under /v1/files and /v1/batches have their key checked (401, 403) and
+go to their stores (`files.py`, `batches.py`), never counting against the online limits. Any
+other path gets an OpenAI-shaped 404.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from aiohttp import web
 
 from ..clock import Clock
 from ..redact import mask_key
-from . import faults
+from . import batches, faults, files
 from .answers import json_bytes
+from .batches import BatchStore
 from .faults import JSON, Faults
+from .files import FileStore
 from .ledger import Ledger, LedgerEntry
 from .limits import KeyState
 from .routes import REQUEST_KINDS, AnsweredRequest
@@ -72,6 +76,8 @@ class Provider:
         self._faults = Faults(config)
         self._latency_rng = random.Random(config.seed + 1)
         self._n_answers = 0
+        self.files = FileStore(ledger)
+        self.batches = BatchStore(config, self.files, ledger, self._next_answer)
         self._models_body = json_bytes(
             {
                 "object": "list",
@@ -81,6 +87,11 @@ class Provider:
                 ],
             }
         )
+
+    def _next_answer(self) -> int:
+        """Return the next answer's number (online answers and batch lines share them)."""
+        self._n_answers += 1
+        return self._n_answers
 
     def in_flight(self) -> int:
         """Return the number of requests being handled now, over all keys."""
@@ -100,6 +111,13 @@ class Provider:
             if refusal is not None:
                 return refusal
             return web.Response(body=self._models_body, content_type=JSON)
+        for prefix, store in ((files.PATH, self.files), (batches.PATH, self.batches)):
+            if path == prefix or path.startswith(prefix + "/"):
+                owner, state, refusal = self._authorize(request.headers.get("Authorization", ""))
+                if refusal is not None or state is None:
+                    assert refusal is not None
+                    return refusal
+                return await store.handle(request, state.key, owner)
         if path == "/_squall/ledger" and request.method == "GET":
             entries = [e._asdict() for e in self.ledger.entries()]
             body = json_bytes({"served_count": self.ledger.served_count, "entries": entries})
@@ -208,8 +226,7 @@ class Provider:
         if fault in ("500", "503"):
             data, ctype = self._faults.error_body(int(fault))
             return self._reply(call, int(fault), data, fault, ctype)
-        self._n_answers += 1
-        answer = call.request.answer_body(self._n_answers)
+        answer = call.request.answer_body(self._next_answer())
         if fault == "malformed":
             data, ctype = self._faults.malformed_body(answer)
             return self._reply(call, 200, data, fault, ctype)

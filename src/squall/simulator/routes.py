@@ -9,13 +9,11 @@ read and what a successful answer holds. The kinds served:
     POST /v1/embeddings         embeddings.py: `input` (one text or many) in, vectors out
 
 To serve another kind, write one module like `chat.py` (a class whose `parse(raw)` returns
-an `AnsweredRequest`) and add one entry here. The ones expected next, each its own module:
+an `AnsweredRequest`) and add one entry here; a batch may then name it as its endpoint.
 
-    POST /v1/files, /v1/batches files.py, batches.py: these keep state between requests (an
-                                uploaded file, a batch's progress), so their kind would hold a
-                                store the provider passes in; the table entry stays one line
-
-GET /v1/models and GET /_squall/ledger are not request kinds (no limits, no faults): the
+/v1/files and /v1/batches (files.py, batches.py) are not request kinds: they keep state
+between requests and are never limited, so the provider hands them to their stores after
+checking the key. Nor are GET /v1/models and GET /_squall/ledger (no limits, no faults): the
 provider answers them itself.
 """
 

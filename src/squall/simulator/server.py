@@ -140,8 +140,12 @@ class Simulator:
         return self.base_url
 
     async def astop(self) -> None:
-        """Stop serving on the running loop; in-flight requests get 0.2 s, then are cancelled."""
+        """Stop serving on the running loop; in-flight requests get 0.2 s, then are cancelled.
+
+        Batches still running are cancelled too (they live in memory only).
+        """
         self._close_listener()
+        self._provider.batches.close()
         if self._http is not None:
             self._http.pre_shutdown()
             await self._http.shutdown(0.2)

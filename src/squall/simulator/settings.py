@@ -81,6 +81,46 @@ class SimKey:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BatchSettings:
+    """How the simulated Batch API (/v1/files, /v1/batches) paces and breaks its batches.
+
+    Every duration is in nominal seconds and multiplied by `time_scale` before it is slept,
+    so `time_scale=0.001` runs a "24 hour" batch in 86 s and a test's batch in milliseconds.
+
+    Attributes:
+        validating_s: how long a batch stays in "validating" before its lines are checked.
+        line_s: how long each line takes in "in_progress" (lines are answered one by one).
+        finalizing_s: how long a batch stays in "finalizing" before its files are written.
+        cancelling_s: how long a cancelled batch stays in "cancelling".
+        expire_after_s: a batch not finished this long after its creation ends "expired"
+            (OpenAI: 24 h); its finished lines are kept, the rest fail with batch_expired.
+        time_scale: multiplies every duration above (1.0: real time).
+        p_fail: chance that a batch fails in "validating" though its file is fine (a batch
+            whose metadata holds `squall_fault: "fail"` always does).
+    """
+
+    validating_s: float = 1.0
+    line_s: float = 0.05
+    finalizing_s: float = 1.0
+    cancelling_s: float = 1.0
+    expire_after_s: float = 86_400.0
+    time_scale: float = 1.0
+    p_fail: float = 0.0
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"SimConfig.batches.{field.name} must be a number, 0 or more")
+        if not self.p_fail <= 1.0:
+            raise ConfigError("SimConfig.batches.p_fail must be between 0 and 1")
+
+    def seconds(self, nominal: float) -> float:
+        """Return the real seconds `nominal` seconds take under `time_scale`."""
+        return nominal * self.time_scale
+
+
+@dataclass(frozen=True, kw_only=True)
 class SimConfig:
     """How the simulator behaves; every probability is drawn from one RNG seeded by `seed`.
 
@@ -114,6 +154,7 @@ class SimConfig:
             to test that the client redacts it.
         seed: seeds the fault and latency RNGs.
         ledger_max: entries the ledger keeps (oldest dropped); `served_count()` is exact.
+        batches: how the Batch API paces and breaks batches (`BatchSettings`).
     """
 
     keys: tuple[SimKey, ...] = ()
@@ -139,6 +180,7 @@ class SimConfig:
     echo_key_in_errors: bool = False
     seed: int = 0
     ledger_max: int = 1_000_000
+    batches: BatchSettings = BatchSettings()
 
     def __post_init__(self) -> None:
         probabilities = [getattr(self, name) for name in FAULTS]
@@ -182,6 +224,8 @@ class SimConfig:
             )
             if "models" in values:
                 values["models"] = tuple(values["models"])
+            if isinstance(values.get("batches"), Mapping):
+                values["batches"] = BatchSettings(**values["batches"])
             return cls(**values)
         except TypeError as e:
             raise ConfigError(f"simulator config: {e}") from None
