@@ -233,6 +233,30 @@ async def test_a_429_without_retry_after_backs_off_longer_each_time() -> None:
     assert (await pool.acquire(10, None)).started - t0 == pytest.approx(0.5)  # streak reset
 
 
+async def test_late_429s_of_requests_sent_before_the_cut_count_once() -> None:
+    # A gateway (LiteLLM) hands back the 429s of one burst over a second or more, with no
+    # Retry-After: the first cools the key and cuts the rate; the others, for requests sent
+    # before that cut, neither double the cooldown nor cut the rate again.
+    pool, clock, _ = make_pool(endpoint("relay", KEYS[0]))  # nothing declared: discovery
+    burst = [await pool.acquire(10, None) for _ in range(8)]
+    clock.advance(0.2)
+    await fail(pool, burst[0], RateLimited("HTTP 429"), None)
+    cut_at = clock.now()
+    (after_first,) = pool.statistics()
+    for lease in burst[1:]:
+        clock.advance(0.15)
+        await fail(pool, lease, RateLimited("HTTP 429"), None)
+    (after_all,) = pool.statistics()
+    assert after_all.rpm == after_first.rpm  # the rate was cut once
+    nxt = await pool.acquire(10, None)
+    assert nxt.started - cut_at <= 1.1  # cooled 0.5 s once, not doubled seven more times
+    # A 429 for a request sent after the cut is news: it cools (and counts) again.
+    clock.advance(1.0)
+    await fail(pool, nxt, RateLimited("HTTP 429"), None)
+    (again,) = pool.statistics()
+    assert again.rpm is not None and after_all.rpm is not None and again.rpm < after_all.rpm
+
+
 async def test_429_on_declared_key_lowers_pace_then_recovers() -> None:
     pool, clock, _ = make_pool(endpoint("relay", {"key": KEYS[0], "rpm": 600}))
     slot = pool.slots[0]

@@ -211,6 +211,16 @@ class KeySlot:
         return self.window.on_refused(now, lease.in_flight, worded=refusal.concurrency)
 
     def _cool(self, lease: Lease, refusal: Refusal, now: float) -> None:
+        if lease.started <= self._cut_at:
+            # Sent before the last cut: one of the burst that cut already answered (a gateway
+            # such as LiteLLM hands such 429s back over a second or more, and without a
+            # Retry-After). Counting each would double the cooldown and cut the rate again
+            # for every one of them. Only a wait the provider asked for is still honoured.
+            if refusal.retry_after is not None:
+                until = now + refusal.retry_after
+                self.blocked_until = max(self.blocked_until, until)
+                self.requests.push_back(until)
+            return
         self.cool_streak += 1
         wait = refusal.retry_after
         if wait is None:
@@ -232,12 +242,12 @@ class KeySlot:
             or self.header_rpm is not None
             or self.declared_tpm is not None
             or self.header_tpm is not None
-        ) and lease.started > self._cut_at:
-            # A known limit still refused: pace it a little lower. Requests sent before the
-            # last cut were paced the old way, so their 429s do not cut again.
+        ):
+            # A known limit still refused: pace it a little lower.
             self.factor = max(_FACTOR_MIN, self.factor * _FACTOR_CUT)
-            self._factor_at = self._cut_at = now
+            self._factor_at = now
             self._apply_rates()
+        self._cut_at = now
 
     def on_headers(self, rate: RateInfo, now: float) -> None:
         """Follow the `x-ratelimit-*` headers: a limit they state, a budget they say is spent."""
