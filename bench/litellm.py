@@ -16,14 +16,23 @@ The figures come from the simulator's ledger (every request it saw, with its tim
     after 429 /s      answers per second from the first 429 to the last answer
     to 0.9 s          seconds from the first 429 until some 2 s window first holds
                       >= 0.9 x the limit in answers (windows slide in 0.1 s steps)
+    from +10 s /s     answers per second from 10 s after the first 429 to the last answer:
+                      whether it stayed there, not just touched it
     slow s after      whole seconds after the first 429's second (the last, partial one left
                       out) that answered < 0.9 x the limit: how long it ran below
+    longest pause s   the longest time the simulator saw no request at all
     x limit           answers per second over the whole run (first request to last answer)
                       / the limit
 
+`proxy-unlimited` measures the proxy itself: the key has no limit and squall declares
+`rpm = inf` (400 prompts), so its rate is the most this proxy passes on this machine; a
+discovering run behind the proxy cannot beat it.
+
 Target (issue 11): "an undeclared limit reached to >= 0.9 within 10 s of the first 429, with
-or without Retry-After". The exit status is the proxy run's (bucket limits); the direct runs and
-the sliding-window runs (`--limits both`) are reported beside it.
+or without Retry-After", read as: some 2 s window holds >= 0.9 x the limit within 10 s of the
+first 429, and the rate from 10 s after it to the end is >= 0.9 x the limit. The exit status
+is the proxy run's (bucket limits); the direct runs and the sliding-window runs
+(`--limits both`) are reported beside it.
 
 LiteLLM is run from its own interpreter (`--litellm-python`, default `.venv/bin/python` in the
 repository root, else this one): `litellm[proxy]<1.100` pins openai, rich and python-dateutil
@@ -31,7 +40,8 @@ below what squall's dev environment uses, so keep it out of that one:
 
     python -m venv .venv && .venv/bin/pip install -e ".[bench-litellm]"   # or just litellm
 
-Run: python bench/litellm.py [--prompts 1200] [--latency 0.05] [--limits bucket|sliding|both]
+Run: python bench/litellm.py [--prompts 1200] [--limit 20] [--latency 0.05]
+     [--limits bucket|sliding|both]
      [--contenders proxy,direct,direct-no-retry-after] [--litellm-python PATH]
 """
 
@@ -67,13 +77,14 @@ from common import (  # bench/ is not a package
 )
 
 LIMIT_RPS = 20.0
-KEY = "sk-bench-litellm-20rps-llll"
+KEY = "sk-bench-litellm-key-llll"
 MASTER_KEY = "sk-bench-litellm-master-mmmm"
 MODEL = "sim-model"
 WINDOW_S = 2.0
 TARGET_FRACTION = 0.9
 TARGET_S = 10.0
-CONTENDERS = ("proxy", "direct", "direct-no-retry-after")
+CONTENDERS = ("proxy", "direct", "direct-no-retry-after", "proxy-unlimited")
+UNLIMITED_PROMPTS = 400
 
 # LiteLLM must not reach the network: no telemetry, the bundled model-cost map, no database,
 # no callbacks; proxies cleared so even a stray request could only go to loopback.
@@ -283,6 +294,8 @@ def ledger_figures(path: Path, limit: float, until: float | None = None) -> dict
         "rate_after_429": None,
         "to_target_s": None,
         "slow_s_after_429": None,
+        "rate_from_10s": None,
+        "longest_pause_s": max((b.t - a.t for a, b in itertools.pairwise(entries)), default=None),
     }
     if not limited:
         return fig
@@ -299,6 +312,9 @@ def ledger_figures(path: Path, limit: float, until: float | None = None) -> dict
             fig["to_target_s"] = start + WINDOW_S - first
             break
         start += 0.1
+    late = [t for t in served if t >= first + TARGET_S]
+    if end - first - TARGET_S >= 2.0:
+        fig["rate_from_10s"] = len(late) / (end - first - TARGET_S)
     full = per_s[int(first) + 1 : -1]
     fig["slow_s_after_429"] = sum(1 for n in full if n < TARGET_FRACTION * limit)
     return fig
@@ -309,14 +325,25 @@ def ledger_figures(path: Path, limit: float, until: float | None = None) -> dict
 
 
 def run_one(
-    contender: str, limits: str, prompts: Path, latency: float, python: str, timeout_s: float
+    contender: str,
+    limits: str,
+    prompts: Path,
+    latency: float,
+    python: str,
+    timeout_s: float,
+    limit: float = LIMIT_RPS,
 ) -> dict[str, Any]:
     """Run squall (discovering) against a fresh simulator, through a fresh proxy or straight."""
     from squall.testing import SimConfig, SimKey
 
     retry = "none" if contender == "direct-no-retry-after" else "seconds"
+    unlimited = contender == "proxy-unlimited"
     sim = SimConfig(
-        keys=(SimKey(key=KEY, rpm=LIMIT_RPS * 60.0, limit_mode=limits, window_s=1.0),),
+        keys=(
+            SimKey(key=KEY, limit_mode=limits)
+            if unlimited
+            else SimKey(key=KEY, rpm=limit * 60.0, limit_mode=limits, window_s=1.0),
+        ),
         latency_s=latency,
         retry_after=retry,
         seed=1,
@@ -325,25 +352,35 @@ def run_one(
     ledger = OUT / f"{tag}.ledger.jsonl"
     for p in OUT.glob(f"{tag}.sqlite*"):
         p.unlink()
-    figures: dict[str, Any] = {"contender": contender, "limits": limits, "retry_after": retry}
+    figures: dict[str, Any] = {
+        "contender": contender,
+        "limits": limits,
+        "retry_after": retry,
+        "limit_rps": limit,
+        "prompts": UNLIMITED_PROMPTS if unlimited else sum(1 for _ in prompts.open()),
+    }
     with start_simulator(sim, ledger) as simulator:
         proxy: Server | None = None
         try:
             base_url, key = simulator.base_url, KEY
-            if contender == "proxy":
+            if contender.startswith("proxy"):
                 started = time.monotonic()
                 proxy = start_litellm(simulator.base_url, python, tag)
                 figures["proxy_start_s"] = time.monotonic() - started
                 base_url, key = proxy.base_url, MASTER_KEY
             job = {
                 "base_url": base_url,
-                "keys": [{"key": key, "rps": "discover"}],
+                "keys": [{"key": key, "rps": None if unlimited else "discover"}],
                 "input": str(prompts),
                 "output": str(OUT / f"{tag}.jsonl"),
                 "journal": str(OUT / f"{tag}.sqlite"),
                 "concurrency": 64,
                 "model": MODEL,
             }
+            if unlimited:
+                job["input"] = str(
+                    write_prompts(OUT / "litellm-unlimited.jsonl", UNLIMITED_PROMPTS)
+                )
             res = run_client("squall", job, timeout_s=timeout_s)
             ended = time.monotonic()
             if contender == "proxy":
@@ -364,16 +401,18 @@ def run_one(
             "report": rep,
             "cpu_pressure_pct": res.cpu_pressure_pct,
             # The probe's requests come after the run's: left out.
-            "ledger": ledger_figures(ledger, LIMIT_RPS, until=ended),
+            "ledger": ledger_figures(ledger, limit, until=ended),
         }
     )
     return figures
 
 
 def met(f: dict[str, Any]) -> bool:
-    """Whether a run reached >= 0.9 of the limit within 10 s of its first 429."""
-    to = f["ledger"].get("to_target_s")
-    return to is not None and to <= TARGET_S
+    """Whether a run reached >= 0.9 of the limit within 10 s of its first 429 and held it."""
+    led = f["ledger"]
+    to, late = led.get("to_target_s"), led.get("rate_from_10s")
+    held = late is None or late >= TARGET_FRACTION * f["limit_rps"]
+    return to is not None and to <= TARGET_S and held
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -381,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--prompts", type=int, default=1200, help="rows (1200: a minute at 20/s)")
     ap.add_argument("--latency", type=float, default=0.05)
+    ap.add_argument("--limit", type=float, default=LIMIT_RPS, help="the key's requests/s")
     ap.add_argument("--limits", choices=("bucket", "sliding", "both"), default="bucket")
     ap.add_argument("--contenders", default=",".join(CONTENDERS))
     ap.add_argument("--litellm-python", default=None, help="the interpreter that has litellm")
@@ -408,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts = write_prompts(OUT / f"litellm-{args.prompts}.jsonl", args.prompts)
     results = []
     for mode, name in itertools.product(modes, names):
-        f = run_one(name, mode, prompts, args.latency, python, args.timeout)
+        f = run_one(name, mode, prompts, args.latency, python, args.timeout, args.limit)
         results.append(f)
         led = f["ledger"]
         print(
@@ -429,7 +469,9 @@ def main(argv: list[str] | None = None) -> int:
             "first 429 s",
             "after 429 /s",
             "to 0.9 s",
+            "from +10 s /s",
             "slow s after",
+            "longest pause s",
             "x limit",
             "CPU pressure %",
         ]
@@ -437,22 +479,26 @@ def main(argv: list[str] | None = None) -> int:
     for f in results:
         led = f["ledger"]
         reaches = "no (dropped by LiteLLM)" if f["contender"] == "proxy" else f["retry_after"]
+        if f["contender"] == "proxy-unlimited":
+            reaches = "- (no limit, rpm = inf)"
         table.add(
             f["limits"],
             f["contender"],
             reaches,
-            f"{f['done']}/{args.prompts}",
+            f"{f['done']}/{f['prompts']}",
             fmt(f["wall_s"], 1),
             led["rate_limited"],
             fmt(led.get("first_429_s"), 1),
             fmt(led.get("rate_after_429"), 1),
             fmt(led.get("to_target_s"), 1),
+            fmt(led.get("rate_from_10s"), 1),
             led.get("slow_s_after_429", "-"),
+            fmt(led.get("longest_pause_s"), 1),
             fmt(led.get("x_limit")),
             fmt(f["cpu_pressure_pct"], 0),
         )
     print(
-        f"\none key limited to {LIMIT_RPS:g} requests/s, nothing declared (squall discovers), "
+        f"\none key limited to {args.limit:g} requests/s, nothing declared (squall discovers), "
         f"concurrency 64, {args.latency * 1000:g} ms latency, {args.prompts} prompts\n"
     )
     print(table.render())
@@ -466,13 +512,18 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     print()
     for f in results:
+        if f["contender"] == "proxy-unlimited":
+            rate = f["done"] / f["wall_s"] if f["wall_s"] else None
+            print(f"{f['limits']}, proxy-unlimited: the proxy passes {fmt(rate, 1)} rows/s here")
+            continue
         to = f["ledger"].get("to_target_s")
         first = f["ledger"].get("first_429_s")
         got = "no 429" if first is None else f"{fmt(to, 1)} s" if to is not None else "never"
         label = f"{f['limits']}, {f['contender']}"
         print(
             f"{label}: reached >= {TARGET_FRACTION:g} of the limit within {TARGET_S:g} s of the "
-            f"first 429: {got} -> {verdict(met(f))}"
+            f"first 429: {got}, then {fmt(f['ledger'].get('rate_from_10s'), 1)}/s from 10 s "
+            f"after it -> {verdict(met(f))}"
         )
         if f["contender"] == "proxy" and f["limits"] == "bucket":
             ok = ok and met(f) and f["done"] == args.prompts
