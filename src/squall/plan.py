@@ -22,7 +22,8 @@ from .account import Summary, cost_of
 from .config import RunConfig
 from .errors import ConfigError
 from .inputs import InputSource, StreamInput, open_input
-from .operations import COMPLETIONS, Operation, for_batch_url, operation
+from .operations import COMPLETIONS, EMBEDDINGS, Operation, for_batch_url, operation
+from .operations.embeddings import EmbeddingsOperation
 from .prompts import RequestBuilder, SettingsFingerprint, check_template
 
 ENDPOINT_FLAGS = frozenset({"base_url", "key_env", "rpm", "tpm", "concurrency"})
@@ -93,7 +94,8 @@ def choose_operation(cfg: RunConfig, source: InputSource) -> Operation:
 
     OpenAI batch lines are sent as their first line's `url` says (a line whose url differs
     is refused at ingest, naming it); an unknown url leaves `cfg.api`, and ingest refuses
-    the line. Completions get the output columns their `params` ask for (logprobs, choices).
+    the line. Completions get the output columns their `params` ask for (logprobs, choices);
+    embeddings pack rows by the config's `embeddings_max_inputs` and `embeddings_max_tokens`.
 
     Raises:
         ConfigError: an endpoint's `api` is not the run's (one kind a run, for now).
@@ -105,6 +107,9 @@ def choose_operation(cfg: RunConfig, source: InputSource) -> Operation:
         op = operation(cfg.api)
     if op.name == COMPLETIONS.name:
         op = COMPLETIONS.with_params(cfg.params)
+    limits = (cfg.embeddings_max_inputs, cfg.embeddings_max_tokens)
+    if op.name == EMBEDDINGS.name and limits != (EMBEDDINGS.max_inputs, EMBEDDINGS.max_tokens):
+        op = EmbeddingsOperation(*limits)
     mixed = [f"{ep.name!r} ({ep.api})" for ep in cfg.endpoints if ep.api not in (None, op.name)]
     if mixed:
         raise ConfigError(
