@@ -269,3 +269,54 @@ def test_an_eval_refuses_an_embeddings_config(tmp_path: Path, sim: Simulator) ->
             ["m"], out_dir=tmp_path / "ev", config=config_for(sim, api="embeddings")
         )
     assert sim.ledger() == []
+
+
+def test_embeddings_pack_200_rows_64_a_request_each_row_its_own_vector(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    texts = [f"text number {i} " + "word " * (i % 7) for i in range(200)]
+    out = tmp_path / "out.jsonl"
+    res = squall.run(
+        texts,
+        output=out,
+        config=config_for(sim, api="embeddings", embeddings_max_inputs=64),
+        params={"dimensions": 6},
+    )
+    assert res.exit_code == 0
+    rows = read_jsonl(out)
+    assert [r["embedding"] for r in rows] == [expected_embedding(t, 6) for t in texts]
+    ledger = sim.ledger()
+    assert sorted(e.inputs for e in ledger) == [8, 64, 64, 64]
+    assert all(e.status == 200 for e in ledger)
+    # The answer's usage is shared out to the rows: their tokens add up to what was billed.
+    assert sum(int(str(r["prompt_tokens"])) for r in rows) == res.summary.prompt_tokens
+
+
+def test_embeddings_pack_by_estimated_tokens(tmp_path: Path, sim: Simulator) -> None:
+    texts = ["x" * 400 for _ in range(10)]  # about 100 estimated tokens each
+    res = squall.run(
+        texts,
+        output=tmp_path / "out.jsonl",
+        config=config_for(sim, api="embeddings", embeddings_max_tokens=350),
+        params={"dimensions": 4},
+    )
+    assert res.exit_code == 0
+    assert sorted(e.inputs for e in sim.ledger()) == [1, 3, 3, 3]
+
+
+def test_one_bad_embeddings_input_fails_its_row_alone(tmp_path: Path, sim: Simulator) -> None:
+    texts = [f"row {i}" for i in range(16)]
+    texts[11] = "row 11 SQUALL_BAD_REQUEST"
+    out = tmp_path / "out.jsonl"
+    res = squall.run(
+        texts, output=out, config=config_for(sim, api="embeddings"), params={"dimensions": 4}
+    )
+    rows = read_jsonl(out)
+    failed = [i for i, r in enumerate(rows) if r["error"] is not None]
+    assert failed == [11]
+    assert all(
+        rows[i]["embedding"] == expected_embedding(t, 4) for i, t in enumerate(texts) if i != 11
+    )
+    assert (res.summary.done, res.summary.failed) == (15, 1)
+    # 16 -> 8 -> 4 -> 2 -> 1, each with its good half: 1 + 2 log2(16) requests.
+    assert len(sim.ledger()) == 9
