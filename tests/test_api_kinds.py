@@ -320,3 +320,24 @@ def test_one_bad_embeddings_input_fails_its_row_alone(tmp_path: Path, sim: Simul
     assert (res.summary.done, res.summary.failed) == (15, 1)
     # 16 -> 8 -> 4 -> 2 -> 1, each with its good half: 1 + 2 log2(16) requests.
     assert len(sim.ledger()) == 9
+
+
+def test_an_embeddings_pack_holds_no_more_tokens_than_a_key_may_use_a_minute(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    from squall.operations import packing
+    from squall.plan import make_plan
+
+    def pack_limits(**settings: object) -> tuple[int, int]:
+        cfg = config_for(sim, api="embeddings", **settings)
+        plan = make_plan(
+            ["a"], cfg=cfg, output=None, journal=tmp_path / "j", input_format=None, dry_run=True
+        )
+        op = packing(plan.operation)
+        assert op is not None
+        return op.max_inputs, op.max_tokens
+
+    assert pack_limits() == (512, 100_000)
+    assert pack_limits(embeddings_max_inputs=64, embeddings_max_tokens=900) == (64, 900)
+    limited = config_for(sim).endpoints[0].model_copy(update={"tpm": 5000.0})
+    assert pack_limits(endpoints=(limited,)) == (512, 5000)

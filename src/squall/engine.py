@@ -18,9 +18,10 @@ pack is one item: one lease booked for the sum of its rows' tokens, one request,
 budget. Every row of it is marked sent before it leaves, and each row's answer (its vector,
 matched by index, and its share of the usage) is journaled as its own. A retryable error sends
 the whole pack again (a retry of each row); a pack refused as a bad request (400, 422, content
-filtered) is split in halves that are sent again at once, spending no retry budget, until the
-bad row is alone and fails by itself: a pack of n with one bad row costs about 2 log2 n more
-requests. A row's `attempts` is the number of requests that carried it.
+filtered) is split in halves that are sent again at once, spending no retry budget (the
+journal records a retry of each row, as it was sent and refused), until the bad row is alone
+and fails by itself: a pack of n with one bad row costs about 2 log2 n more requests. A row's
+`attempts` is the number of requests that carried it.
 """
 
 from __future__ import annotations
@@ -353,11 +354,11 @@ class Engine:
         item.attempts.total += 1
         first = specs[0]
         model = lease.model if lease.pinned or not first.model else first.model
-        fields = op.pack_body([s.body for s in specs])
-        dims = fields.get("dimensions")
-        body = jsoncodec.dumps_body({"model": model, **fields})
         journal = self._journal
         try:
+            fields = op.pack_body([s.body for s in specs])
+            dims = fields.get("dimensions")
+            body = jsoncodec.dumps_body({"model": model, **fields})
             # Every row durable as sent before the pack leaves, in one commit.
             await _all(journal.mark_sent(s.index) for s in specs)
             started = self._clock.now()

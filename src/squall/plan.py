@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -107,9 +108,10 @@ def choose_operation(cfg: RunConfig, source: InputSource) -> Operation:
         op = operation(cfg.api)
     if op.name == COMPLETIONS.name:
         op = COMPLETIONS.with_params(cfg.params)
-    limits = (cfg.embeddings_max_inputs, cfg.embeddings_max_tokens)
-    if op.name == EMBEDDINGS.name and limits != (EMBEDDINGS.max_inputs, EMBEDDINGS.max_tokens):
-        op = EmbeddingsOperation(*limits)
+    if op.name == EMBEDDINGS.name:
+        limits = (cfg.embeddings_max_inputs, _pack_tokens(cfg))
+        if limits != (EMBEDDINGS.max_inputs, EMBEDDINGS.max_tokens):
+            op = EmbeddingsOperation(*limits)
     mixed = [f"{ep.name!r} ({ep.api})" for ep in cfg.endpoints if ep.api not in (None, op.name)]
     if mixed:
         raise ConfigError(
@@ -118,6 +120,20 @@ def choose_operation(cfg: RunConfig, source: InputSource) -> Operation:
             "own endpoints (or leave the endpoint's api unset)"
         )
     return op
+
+
+def _pack_tokens(cfg: RunConfig) -> int:
+    """Return the estimated tokens an embeddings pack may hold: at most any key's declared tpm.
+
+    A request over a key's tokens a minute is refused (429) however long it waits.
+    """
+    tpms = [
+        tpm
+        for ep in cfg.endpoints
+        for key in ep.keys
+        if (tpm := key.tpm if key.tpm is not None else ep.tpm) is not None and math.isfinite(tpm)
+    ]
+    return max(1, int(min([cfg.embeddings_max_tokens, *tpms])))
 
 
 def default_journal(output: str | Path | None, source: InputSource, settings_digest: str) -> Path:
