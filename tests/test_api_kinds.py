@@ -225,7 +225,7 @@ def test_an_endpoint_api_in_a_config_file_sets_nothing_else(tmp_path: Path, sim:
     assert [r["response"] for r in res.rows()] == ["9"]
 
 
-def test_embeddings_run_one_input_a_request_and_write_each_vector(
+def test_embeddings_run_packs_the_rows_into_one_request_and_writes_each_vector(
     tmp_path: Path, sim: Simulator
 ) -> None:
     texts = ["the cat", "a dog", "什么"]
@@ -239,7 +239,7 @@ def test_embeddings_run_one_input_a_request_and_write_each_vector(
     assert list(rows[0]) == ["prompt", *operation("embeddings").output_columns]
     assert [r["embedding"] for r in res.rows()] == [r["embedding"] for r in rows]
     ledger = sim.ledger()
-    assert len(ledger) == len(texts) and all(e.inputs == 1 and e.status == 200 for e in ledger)
+    assert [(e.inputs, e.status) for e in ledger] == [(len(texts), 200)]
 
 
 def test_completions_with_params_is_the_registrys_when_nothing_extra_is_asked() -> None:
@@ -269,3 +269,75 @@ def test_an_eval_refuses_an_embeddings_config(tmp_path: Path, sim: Simulator) ->
             ["m"], out_dir=tmp_path / "ev", config=config_for(sim, api="embeddings")
         )
     assert sim.ledger() == []
+
+
+def test_embeddings_pack_200_rows_64_a_request_each_row_its_own_vector(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    texts = [f"text number {i} " + "word " * (i % 7) for i in range(200)]
+    out = tmp_path / "out.jsonl"
+    res = squall.run(
+        texts,
+        output=out,
+        config=config_for(sim, api="embeddings", embeddings_max_inputs=64),
+        params={"dimensions": 6},
+    )
+    assert res.exit_code == 0
+    rows = read_jsonl(out)
+    assert [r["embedding"] for r in rows] == [expected_embedding(t, 6) for t in texts]
+    ledger = sim.ledger()
+    assert sorted(e.inputs for e in ledger) == [8, 64, 64, 64]
+    assert all(e.status == 200 for e in ledger)
+    # The answer's usage is shared out to the rows: their tokens add up to what was billed.
+    assert sum(int(str(r["prompt_tokens"])) for r in rows) == res.summary.prompt_tokens
+
+
+def test_embeddings_pack_by_estimated_tokens(tmp_path: Path, sim: Simulator) -> None:
+    texts = ["x" * 400 for _ in range(10)]  # about 100 estimated tokens each
+    res = squall.run(
+        texts,
+        output=tmp_path / "out.jsonl",
+        config=config_for(sim, api="embeddings", embeddings_max_tokens=350),
+        params={"dimensions": 4},
+    )
+    assert res.exit_code == 0
+    assert sorted(e.inputs for e in sim.ledger()) == [1, 3, 3, 3]
+
+
+def test_one_bad_embeddings_input_fails_its_row_alone(tmp_path: Path, sim: Simulator) -> None:
+    texts = [f"row {i}" for i in range(16)]
+    texts[11] = "row 11 SQUALL_BAD_REQUEST"
+    out = tmp_path / "out.jsonl"
+    res = squall.run(
+        texts, output=out, config=config_for(sim, api="embeddings"), params={"dimensions": 4}
+    )
+    rows = read_jsonl(out)
+    failed = [i for i, r in enumerate(rows) if r["error"] is not None]
+    assert failed == [11]
+    assert all(
+        rows[i]["embedding"] == expected_embedding(t, 4) for i, t in enumerate(texts) if i != 11
+    )
+    assert (res.summary.done, res.summary.failed) == (15, 1)
+    # 16 -> 8 -> 4 -> 2 -> 1, each with its good half: 1 + 2 log2(16) requests.
+    assert len(sim.ledger()) == 9
+
+
+def test_an_embeddings_pack_holds_no_more_tokens_than_a_key_may_use_a_minute(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    from squall.operations import packing
+    from squall.plan import make_plan
+
+    def pack_limits(**settings: object) -> tuple[int, int]:
+        cfg = config_for(sim, api="embeddings", **settings)
+        plan = make_plan(
+            ["a"], cfg=cfg, output=None, journal=tmp_path / "j", input_format=None, dry_run=True
+        )
+        op = packing(plan.operation)
+        assert op is not None
+        return op.max_inputs, op.max_tokens
+
+    assert pack_limits() == (512, 100_000)
+    assert pack_limits(embeddings_max_inputs=64, embeddings_max_tokens=900) == (64, 900)
+    limited = config_for(sim).endpoints[0].model_copy(update={"tpm": 5000.0})
+    assert pack_limits(endpoints=(limited,)) == (512, 5000)

@@ -127,8 +127,10 @@ async def arun(
         input_format: the input's format when its name does not say ("jsonl", "csv", ...).
         model: the model to ask for (over the config's; validated like every setting).
         api: the kind of request: "chat" (the default), "completions" (the row's prompt
-            sent as `prompt`, `choices[0].text` read) or "embeddings" (one input a request,
-            the vector in the `embedding` column). OpenAI batch lines: their `url` decides.
+            sent as `prompt`, `choices[0].text` read) or "embeddings" (rows packed many
+            to a request by the config's `embeddings_max_inputs` and
+            `embeddings_max_tokens`, each vector in its row's `embedding` column). OpenAI
+            batch lines: their `url` decides.
         template: a `str.format` template filled from each row's fields, as the prompt.
         system: a system message put before every prompt.
         max_tokens: the longest answer to ask for.

@@ -149,6 +149,11 @@ class RunConfig(_Frozen):
     """Stop (cleanly, resumable) once every endpoint has refused connections this long."""
     grace_s: float = 5.0
     """After Ctrl-C: how long in-flight requests get to land."""
+    embeddings_max_inputs: int = Field(default=512, ge=1, le=2048)
+    """Embeddings: the most rows packed into one request (the API takes up to 2048)."""
+    embeddings_max_tokens: int = Field(default=100_000, ge=1)
+    """Embeddings: the most estimated tokens packed into one request (a row over it goes
+    alone)."""
 
     def model_for(self, endpoint: EndpointConfig) -> str:
         """Return the model name to send to `endpoint`."""

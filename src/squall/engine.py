@@ -11,19 +11,33 @@ task set, and none outlives `run()`. A task first awaits the journal's `mark_sen
 returns once "sent" is on disk, and only then lets the request leave; an answer is journaled
 (and that awaited) before it counts as done. The local journal commits once per event-loop
 turn however many changes the turn made, so awaiting durability costs little.
+
+An operation that packs rows (embeddings, `packing=`) sends many rows a request: the dispatcher
+groups the rows with the operation's `pack` (by count, estimated tokens and settings), and a
+pack is one item: one lease booked for the sum of its rows' tokens, one request, one retry
+budget. Every row of it is marked sent before it leaves, and each row's answer (its vector,
+matched by index, and its share of the usage) is journaled as its own. A retryable error sends
+the whole pack again (a retry of each row); a pack refused as a bad request (400, 422, content
+filtered) is split in halves that are sent again at once, spending no retry budget (the
+journal records a retry of each row, as it was sent and refused), until the bad row is alone
+and fails by itself: a pack of n with one bad row costs about 2 log2 n more requests. A row's
+`attempts` is the number of requests that carried it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from . import jsoncodec
 from .clock import Clock, Waker
-from .errors import RequestError, RetryableError, RunStopped
+from .errors import BadRequest, ContentFiltered, RequestError, RetryableError, RunStopped
 from .events import RunStats
+from .operations import PackedOperation
+from .operations.embeddings import spec_key, split
 from .ports import JournalPort, Lease, PoolPort, Refusal, TransportPort, Usage
 from .records import ErrorInfo, RequestSpec
 from .retry import Attempts, RetryPolicy
@@ -36,6 +50,33 @@ CostFn = Callable[[str, int, int], float]
 class _Item:
     spec: RequestSpec
     attempts: Attempts = field(default_factory=Attempts)
+
+
+@dataclass(slots=True)
+class _Pack:
+    """Rows sent in one request (embeddings): one lease, one retry budget."""
+
+    specs: list[RequestSpec]
+    tokens: int
+    attempts: Attempts = field(default_factory=Attempts)
+
+
+def _pack(specs: list[RequestSpec], attempts: Attempts | None = None) -> _Pack:
+    tokens = sum(s.est_prompt_tokens for s in specs)
+    return _Pack(specs, tokens, Attempts() if attempts is None else replace(attempts))
+
+
+async def _all(calls: Iterable[Awaitable[None]]) -> None:
+    """Await every call at once: a journal commits them in one turn, not one turn each."""
+    await asyncio.gather(*calls)
+
+
+def _same(text: str) -> str:
+    return text
+
+
+_ROW_FAULTS = (BadRequest, ContentFiltered)
+"""Errors that blame a row, not the request: a pack refused so is split to find the row."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +106,8 @@ class Engine:
         max_cost: float | None = None,
         est_cost: Callable[[RequestSpec], float] | None = None,
         grace_s: float = 5.0,
+        packing: PackedOperation | None = None,
+        redact: Callable[[str], str] = _same,
     ) -> None:
         self._pool = pool
         self._transport = transport
@@ -77,7 +120,9 @@ class Engine:
         self._max_cost = max_cost
         self._est_cost = est_cost
         self._grace_s = grace_s
-        self._heap: list[tuple[float, int, _Item]] = []
+        self._packing = packing
+        self._redact = redact  # masks secrets in a pack's unreadable answer
+        self._heap: list[tuple[float, int, _Item | _Pack]] = []
         self._seq = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._reserved = 0.0
@@ -112,7 +157,10 @@ class Engine:
     async def run(self, specs: Iterable[RequestSpec]) -> EngineOutcome:
         """Send every request in `specs` (streamed), retrying as the policy says."""
         self.stats.started = self.stats.started or self._clock.now()
-        self._dispatcher = asyncio.ensure_future(self._dispatch(iter(specs)))
+        source: Iterator[Any] = iter(specs)
+        if self._packing is not None:
+            source = self._packing.pack(specs, key=spec_key)
+        self._dispatcher = asyncio.ensure_future(self._dispatch(source))
         try:
             try:
                 await self._dispatcher
@@ -159,11 +207,13 @@ class Engine:
             self._failure = error
         self.request_stop(f"internal error: {error}")
 
-    async def _dispatch(self, source: Iterator[RequestSpec]) -> None:
+    async def _dispatch(self, source: Iterator[Any]) -> None:
+        """Send what `source` yields: RequestSpecs, or lists of them when packing."""
         exhausted = False
+        packing = self._packing is not None
         while self._stop is None and self._failure is None:
             now = self._clock.now()
-            item: _Item | None = None
+            item: _Item | _Pack | None = None
             if self._heap and self._heap[0][0] <= now:
                 item = heapq.heappop(self._heap)[2]
             elif not exhausted:
@@ -171,13 +221,18 @@ class Engine:
                 if spec is None:
                     exhausted = True
                 else:
-                    item = _Item(spec)
+                    item = _pack(spec) if packing else _Item(spec)
             if item is None:
                 if not self._heap and not self._tasks:
                     return
                 await self._changed.wait(self._heap[0][0] - now if self._heap else None)
                 continue
-            est = self._est_cost(item.spec) if self._est_cost is not None else 0.0
+            if isinstance(item, _Pack):
+                tokens = item.tokens
+                est = sum(map(self._est_cost, item.specs)) if self._est_cost is not None else 0.0
+            else:
+                tokens = item.spec.est_prompt_tokens
+                est = self._est_cost(item.spec) if self._est_cost is not None else 0.0
             if self._over_cost_cap(est):
                 if not self._tasks:
                     self._stop_at_cost_cap()
@@ -189,7 +244,7 @@ class Engine:
                 await self._changed.wait(None)
                 continue
             try:
-                lease = await self._pool.acquire(item.spec.est_prompt_tokens, self._max_tokens)
+                lease = await self._pool.acquire(tokens, self._max_tokens)
             except RunStopped as e:
                 self._stop = str(e)
                 self.stats.stopping = "no usable key"
@@ -200,7 +255,10 @@ class Engine:
             # callback: that would cost one more event-loop callback per request. A task
             # cancelled before it started stays in the set, which only `cut()` and the end
             # of `run()` do, and neither needs it gone.
-            task = asyncio.ensure_future(self._attempt(item, lease, est))
+            if isinstance(item, _Pack):
+                task = asyncio.ensure_future(self._attempt_pack(item, lease, est))
+            else:
+                task = asyncio.ensure_future(self._attempt(item, lease, est))
             self._tasks.add(task)
 
     def _over_cost_cap(self, est: float) -> bool:
@@ -255,14 +313,18 @@ class Engine:
         except BaseException as e:  # a journal that cannot write must stop the run
             self._fail(e)
         finally:
-            self.stats.in_flight -= 1
-            self._reserved -= est
-            # Leave the task set before waking the dispatcher: it checks the set to know
-            # whether the run is over, and a done-callback would run too late.
-            task = asyncio.current_task()
-            if task is not None:
-                self._tasks.discard(task)  # type: ignore[arg-type]  # current_task is this Task[None]
-            self._changed.wake()
+            self._landed(est)
+
+    def _landed(self, est: float) -> None:
+        """Count an attempt's task out of flight (in its `finally`)."""
+        self.stats.in_flight -= 1
+        self._reserved -= est
+        # Leave the task set before waking the dispatcher: it checks the set to know
+        # whether the run is over, and a done-callback would run too late.
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.discard(task)  # type: ignore[arg-type]  # current_task is this Task[None]
+        self._changed.wake()
 
     async def _on_error(self, item: _Item, error: RequestError, endpoint: str) -> None:
         info = ErrorInfo(error.kind, error.status, error.message)
@@ -282,3 +344,88 @@ class Engine:
             retryable=isinstance(error, RetryableError),
         )
         self.stats.failed += 1
+
+    # -- packs (embeddings) ----------------------------------------------------------------
+
+    async def _attempt_pack(self, item: _Pack, lease: Lease, est: float) -> None:
+        op = self._packing
+        assert op is not None
+        specs = item.specs
+        item.attempts.total += 1
+        first = specs[0]
+        model = lease.model if lease.pinned or not first.model else first.model
+        journal = self._journal
+        try:
+            fields = op.pack_body([s.body for s in specs])
+            dims = fields.get("dimensions")
+            body = jsoncodec.dumps_body({"model": model, **fields})
+            # Every row durable as sent before the pack leaves, in one commit.
+            await _all(journal.mark_sent(s.index) for s in specs)
+            started = self._clock.now()
+            try:
+                raw, rate = await self._transport.send_raw(lease, body)
+                rows = op.parse_pack(
+                    raw,
+                    [s.est_prompt_tokens for s in specs],
+                    self._redact,
+                    dimensions=dims if type(dims) is int else None,
+                )
+            except RequestError as error:
+                await self._pool.release_error(lease, Refusal.of(error))
+                await self._on_pack_error(item, error, lease.endpoint)
+                return
+            latency = self._clock.now() - started
+            shares = [r.prompt_tokens for r in rows]
+            pt = None if None in shares else sum(t or 0 for t in shares)
+            await self._pool.release_ok(lease, Usage(pt, None), rate)
+            attempts = item.attempts.total
+            await _all(
+                journal.record_success(
+                    s.index,
+                    r.as_completion(),
+                    latency_s=latency,
+                    attempts=attempts,
+                    endpoint=lease.endpoint,
+                    model=model,
+                )
+                for s, r in zip(specs, rows, strict=True)
+            )
+            st = self.stats
+            st.done += len(specs)
+            st.prompt_tokens += pt or 0
+            if self._cost is not None:
+                st.cost += self._cost(model, pt or 0, 0)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # a journal that cannot write must stop the run
+            self._fail(e)
+        finally:
+            self._landed(est)
+
+    async def _on_pack_error(self, item: _Pack, error: RequestError, endpoint: str) -> None:
+        info = ErrorInfo(error.kind, error.status, error.message)
+        decision = self._retry.decide(error, item.attempts)
+        self.stats.errors[error.kind] += 1
+        specs = item.specs
+        now = self._clock.now()
+        if decision.retry or (len(specs) > 1 and isinstance(error, _ROW_FAULTS)):
+            await _all(self._journal.record_retry(s.index, info) for s in specs)
+            self.stats.retries += 1
+            if decision.retry:
+                self._push(now + decision.delay, item)
+            else:  # which row is bad is not known yet: each half is sent again, at once
+                for half in split(specs):
+                    self._push(now, _pack(half, item.attempts))
+            return
+        retryable = isinstance(error, RetryableError)
+        await _all(
+            self._journal.record_failure(
+                s.index, info, attempts=item.attempts.total, endpoint=endpoint, retryable=retryable
+            )
+            for s in specs
+        )
+        self.stats.failed += len(specs)
+
+    def _push(self, when: float, item: _Item | _Pack) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, item))

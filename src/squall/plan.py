@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from .account import Summary, cost_of
 from .config import RunConfig
 from .errors import ConfigError
 from .inputs import InputSource, StreamInput, open_input
-from .operations import COMPLETIONS, Operation, for_batch_url, operation
+from .operations import COMPLETIONS, EMBEDDINGS, Operation, for_batch_url, operation
+from .operations.embeddings import EmbeddingsOperation
 from .prompts import RequestBuilder, SettingsFingerprint, check_template
 
 ENDPOINT_FLAGS = frozenset({"base_url", "key_env", "rpm", "tpm", "concurrency"})
@@ -93,7 +95,8 @@ def choose_operation(cfg: RunConfig, source: InputSource) -> Operation:
 
     OpenAI batch lines are sent as their first line's `url` says (a line whose url differs
     is refused at ingest, naming it); an unknown url leaves `cfg.api`, and ingest refuses
-    the line. Completions get the output columns their `params` ask for (logprobs, choices).
+    the line. Completions get the output columns their `params` ask for (logprobs, choices);
+    embeddings pack rows by the config's `embeddings_max_inputs` and `embeddings_max_tokens`.
 
     Raises:
         ConfigError: an endpoint's `api` is not the run's (one kind a run, for now).
@@ -105,6 +108,10 @@ def choose_operation(cfg: RunConfig, source: InputSource) -> Operation:
         op = operation(cfg.api)
     if op.name == COMPLETIONS.name:
         op = COMPLETIONS.with_params(cfg.params)
+    if op.name == EMBEDDINGS.name:
+        limits = (cfg.embeddings_max_inputs, _pack_tokens(cfg))
+        if limits != (EMBEDDINGS.max_inputs, EMBEDDINGS.max_tokens):
+            op = EmbeddingsOperation(*limits)
     mixed = [f"{ep.name!r} ({ep.api})" for ep in cfg.endpoints if ep.api not in (None, op.name)]
     if mixed:
         raise ConfigError(
@@ -113,6 +120,20 @@ def choose_operation(cfg: RunConfig, source: InputSource) -> Operation:
             "own endpoints (or leave the endpoint's api unset)"
         )
     return op
+
+
+def _pack_tokens(cfg: RunConfig) -> int:
+    """Return the estimated tokens an embeddings pack may hold: at most any key's declared tpm.
+
+    A request over a key's tokens a minute is refused (429) however long it waits.
+    """
+    tpms = [
+        tpm
+        for ep in cfg.endpoints
+        for key in ep.keys
+        if (tpm := key.tpm if key.tpm is not None else ep.tpm) is not None and math.isfinite(tpm)
+    ]
+    return max(1, int(min([cfg.embeddings_max_tokens, *tpms])))
 
 
 def default_journal(output: str | Path | None, source: InputSource, settings_digest: str) -> Path:

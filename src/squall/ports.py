@@ -166,12 +166,22 @@ class JournalPort(Protocol):
 
 
 class TransportPort(Protocol):
-    """Sends one request body on a leased key."""
+    """Sends one request body on a leased key: read as the run's operation, or left unread."""
 
     async def send(self, lease: Lease, body: bytes) -> tuple[Completion, RateInfo | None]:
         """Post `body` with the credentials of `lease.key`; return the answer and its headers.
 
         Raises:
             RequestError: a subclass saying what went wrong (see squall.errors).
+        """
+        ...
+
+    async def send_raw(self, lease: Lease, body: bytes) -> tuple[bytes, RateInfo | None]:
+        """Post `body` as `send` does; return a 200 answer's body unread, and its headers.
+
+        The engine sends a pack of rows (embeddings) this way and shares out the answer.
+
+        Raises:
+            RequestError: a subclass saying what went wrong (a 200 is never one).
         """
         ...

@@ -23,7 +23,7 @@ from .events import KeyStats, RunStats
 from .interrupts import Interrupts
 from .journal import IngestReport, Journal, JournalStats, ModelPrice, RunMeta, discard
 from .journal_port import LocalJournal
-from .operations import CHAT, Operation
+from .operations import CHAT, Operation, packing
 from .outputs import open_writer
 from .passes import ingest, todo, write_output
 from .plan import Plan
@@ -201,6 +201,8 @@ class Runner:
                 max_cost=cfg.max_cost,
                 est_cost=costs.estimate if cfg.max_cost is not None else None,
                 grace_s=cfg.grace_s,
+                packing=packing(plan.operation),
+                redact=redactor,
             )
             if self._on_engine is not None:
                 self._on_engine(engine)

@@ -87,9 +87,12 @@ class FakeClock:
 
 
 Answer = Completion | tuple[Completion, RateInfo | None]
-Handler = Callable[[Lease, dict[str, Any]], Answer | Awaitable[Answer]]
+RawAnswer = bytes | dict[str, Any] | tuple[bytes | dict[str, Any], RateInfo | None]
+Handler = Callable[[Lease, dict[str, Any]], Answer | RawAnswer | Awaitable[Answer | RawAnswer]]
 """What a FakeTransport asks: given the lease and the decoded request body, return the
-completion (optionally with rate headers), or raise a squall RequestError; may be async."""
+completion (optionally with rate headers), or raise a squall RequestError; may be async. A
+request sent unread (`send_raw`: a pack of embeddings) is answered by the 200 body instead,
+as bytes or as a dict to encode."""
 
 
 class FakeTransport:
@@ -105,15 +108,30 @@ class FakeTransport:
 
     async def send(self, lease: Lease, body: bytes) -> tuple[Completion, RateInfo | None]:
         """Decode `body`, hand it to the handler, and return what it gives."""
+        answer = await self._ask(lease, body)
+        if isinstance(answer, tuple) and isinstance(answer[0], Completion):
+            return answer  # type: ignore[return-value]  # a (Completion, rate) pair
+        assert isinstance(answer, Completion), "a FakeTransport handler returns a Completion"
+        return answer, None
+
+    async def send_raw(self, lease: Lease, body: bytes) -> tuple[bytes, RateInfo | None]:
+        """Decode `body`, hand it to the handler, and return the 200 body it gives."""
+        answer = await self._ask(lease, body)
+        rate: RateInfo | None = None
+        if isinstance(answer, tuple):
+            answer, rate = answer
+        if isinstance(answer, dict):
+            answer = json.dumps(answer).encode()
+        assert isinstance(answer, bytes), "a FakeTransport handler answers send_raw with bytes"
+        return answer, rate
+
+    async def _ask(self, lease: Lease, body: bytes) -> Answer | RawAnswer:
         request = json.loads(body)
         self.requests.append((lease, request))
         answer = self._handler(lease, request)
         if inspect.isawaitable(answer):
             answer = await answer
-        if isinstance(answer, tuple):
-            return answer
-        assert isinstance(answer, Completion), "a FakeTransport handler returns a Completion"
-        return answer, None
+        return answer
 
 
 @dataclass(frozen=True, slots=True)

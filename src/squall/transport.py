@@ -19,8 +19,9 @@ import re
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiohttp
 
@@ -40,6 +41,7 @@ from .ports import Lease
 from .records import Completion
 from .redact import Redactor
 
+T = TypeVar("T")
 _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
@@ -138,7 +140,17 @@ class Transport:
         Raises:
             RequestError: a subclass saying what went wrong (see squall.errors).
         """
-        return await self.post(self._targets[lease.key], body)
+        return await self._post(self._targets[lease.key], body, self._parse)
+
+    async def send_raw(self, lease: Lease, body: bytes) -> tuple[bytes, RateInfo | None]:
+        """Post `body` with the lease's key; return a 200 answer's body unread, and the headers.
+
+        For a pack of rows (embeddings), whose answer the engine shares out itself.
+
+        Raises:
+            RequestError: a subclass saying what went wrong (a 200 is never one).
+        """
+        return await self._post(self._targets[lease.key], body, _unread)
 
     async def post(self, target: Target, body: bytes) -> tuple[Completion, RateInfo | None]:
         """Post `body` to `target`; return the completion and the rate-limit headers.
@@ -146,6 +158,14 @@ class Transport:
         Raises:
             RequestError: a subclass saying what went wrong (see squall.errors).
         """
+        return await self._post(target, body, self._parse)
+
+    async def _post(
+        self,
+        target: Target,
+        body: bytes,
+        parse: Callable[[bytes, bool, Callable[[str], str]], T],
+    ) -> tuple[T, RateInfo | None]:
         assert self._session is not None, "use `async with Transport(...)`"
         try:
             async with self._session.post(
@@ -172,7 +192,7 @@ class Transport:
             raise ConnectionLost(self._redact(f"{type(e).__name__}: {e}")) from None
         rate = parse_rate_headers(headers)
         if status == 200:
-            return self._parse(raw, self._keep_raw, self._redact), rate
+            return parse(raw, self._keep_raw, self._redact), rate
         error = self._error(status, raw, headers)
         error.rate = rate
         raise error
@@ -204,6 +224,10 @@ class Transport:
         if status >= 500:
             return ServerError(text, status=status)
         return BadRequest(text, status=status)
+
+
+def _unread(raw: bytes, keep_raw: bool, redact: Callable[[str], str]) -> bytes:
+    return raw
 
 
 def error_message(raw: bytes) -> tuple[str, str | None]:
