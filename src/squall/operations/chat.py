@@ -125,14 +125,7 @@ class ChatOperation:
 
     def rebuild_body(self, result: RowResult) -> dict[str, Any]:
         """Return a `chat.completion` object holding the answer, finish and usage recorded."""
-        usage = None
-        if result.prompt_tokens is not None or result.completion_tokens is not None:
-            prompt, completion = result.prompt_tokens or 0, result.completion_tokens or 0
-            usage = {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-            }
+        usage = recorded_usage(result)
         return {
             "object": "chat.completion",
             "choices": [
@@ -148,6 +141,18 @@ class ChatOperation:
 
 def _int(v: Any) -> int | None:
     return v if isinstance(v, int) else None
+
+
+def recorded_usage(result: RowResult) -> dict[str, int] | None:
+    """Return the `usage` object of a journaled answer (None when the provider gave none)."""
+    if result.prompt_tokens is None and result.completion_tokens is None:
+        return None
+    prompt, completion = result.prompt_tokens or 0, result.completion_tokens or 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 def first_choice(

@@ -24,7 +24,7 @@ from .. import jsoncodec
 from ..errors import ConfigError, InputError
 from ..records import OUTPUT_FIELDS, Completion, Row, RowResult
 from ..tokens import estimate_prompt_tokens
-from .chat import completion_of, first_choice, list_columns, row_prompt
+from .chat import completion_of, first_choice, list_columns, recorded_usage, row_prompt
 
 if TYPE_CHECKING:
     from . import RequestSettings
@@ -155,14 +155,7 @@ class CompletionsOperation:
 
     def rebuild_body(self, result: RowResult) -> dict[str, Any]:
         """Return a `text_completion` object holding the answer, finish and usage recorded."""
-        usage = None
-        if result.prompt_tokens is not None or result.completion_tokens is not None:
-            prompt, completion = result.prompt_tokens or 0, result.completion_tokens or 0
-            usage = {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-            }
+        usage = recorded_usage(result)
         return {
             "object": "text_completion",
             "choices": [

@@ -85,3 +85,12 @@ def completion_tokens(answer: str) -> int:
 def json_bytes(data: Any) -> bytes:
     """Return `data` as the compact JSON bytes the simulator sends as a body."""
     return json.dumps(data, separators=(",", ":")).encode()
+
+
+def read_payload(raw: bytes) -> tuple[dict[str, Any], bool]:
+    """Return a request body's JSON object and whether it was one ({} and False if not)."""
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        return {}, False
+    return (payload, True) if isinstance(payload, dict) else ({}, False)

@@ -8,11 +8,10 @@ one module like it, plus one entry in `routes.REQUEST_KINDS`.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
-from .answers import completion_tokens, expected_answer, prompt_digest, prompt_tokens
+from .answers import completion_tokens, expected_answer, prompt_digest, prompt_tokens, read_payload
 
 PATH = "/v1/chat/completions"
 
@@ -79,12 +78,8 @@ class ChatRequest:
     @classmethod
     def parse(cls, raw: bytes) -> ChatRequest:
         """Return the request a body holds (an unreadable body gives one with a `problem`)."""
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            payload = None
-        readable = isinstance(payload, dict)
-        return cls(payload if isinstance(payload, dict) else {}, readable=readable)
+        payload, readable = read_payload(raw)
+        return cls(payload, readable=readable)
 
     def contains(self, marker: str) -> bool:
         """Return whether any message's text holds `marker` (the SQUALL_* triggers)."""

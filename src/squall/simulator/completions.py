@@ -8,11 +8,17 @@ and ignored; `logprobs` (0 to 5) adds a deterministic logprobs object per choice
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
-from .answers import completion_tokens, expected_answer, prompt_digest, prompt_tokens, text_list
+from .answers import (
+    completion_tokens,
+    expected_answer,
+    prompt_digest,
+    prompt_tokens,
+    read_payload,
+    text_list,
+)
 
 PATH = "/v1/completions"
 
@@ -62,12 +68,8 @@ class CompletionRequest:
     @classmethod
     def parse(cls, raw: bytes) -> CompletionRequest:
         """Return the request a body holds (an unreadable body gives one with a `problem`)."""
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            payload = None
-        readable = isinstance(payload, dict)
-        return cls(payload if isinstance(payload, dict) else {}, readable=readable)
+        payload, readable = read_payload(raw)
+        return cls(payload, readable=readable)
 
     def contains(self, marker: str) -> bool:
         """Return whether any prompt holds `marker` (the SQUALL_* triggers)."""

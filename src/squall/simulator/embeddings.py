@@ -12,13 +12,12 @@ says how many it carried.
 from __future__ import annotations
 
 import base64
-import json
 import random
 import sys
 from array import array
 from typing import Any
 
-from .answers import expected_embedding, prompt_digest, prompt_tokens, text_list
+from .answers import expected_embedding, prompt_digest, prompt_tokens, read_payload, text_list
 
 PATH = "/v1/embeddings"
 
@@ -76,12 +75,8 @@ class EmbeddingRequest:
     @classmethod
     def parse(cls, raw: bytes) -> EmbeddingRequest:
         """Return the request a body holds (an unreadable body gives one with a `problem`)."""
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            payload = None
-        readable = isinstance(payload, dict)
-        return cls(payload if isinstance(payload, dict) else {}, readable=readable)
+        payload, readable = read_payload(raw)
+        return cls(payload, readable=readable)
 
     def contains(self, marker: str) -> bool:
         """Return whether any input holds `marker` (the SQUALL_* triggers)."""
