@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             led["rate_limited"],
             fmt(f["wall_s"], 1),
             fmt(f["rate"], 1),
-            fmt(ratio, 3),
+            fmt(ratio, 4),
             fmt(f["projected_s"], 0),
             fmt(f["cpu_pressure_pct"], 0),
         )
