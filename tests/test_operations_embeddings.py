@@ -298,7 +298,7 @@ def test_a_row_is_journaled_as_json_text_and_written_as_a_list() -> None:
     failed = RowResult(index=0, state=RowState.FAILED, error=ErrorInfo("bad_request", 400, "no"))
     assert OP.output_fields(failed)["embedding"] is None
     assert OP.output_fields(failed)["error"]["status"] == 400
-    assert set(OP.output_types) < set(OP.output_columns)
+    assert set(OP.output_types) <= set(OP.output_columns)
     rebuilt = OP.rebuild_body(result)
     assert rebuilt["data"] == [{"object": "embedding", "index": 0, "embedding": [0.25, -1.0]}]
     assert rebuilt["usage"] == {"prompt_tokens": 7, "total_tokens": 7}

@@ -381,3 +381,27 @@ def test_jsonl_output_keeps_long_integers_and_odd_text(tmp_path: Path) -> None:
     assert back[0]["id"] == 123456789012345678901234567890
     assert back[1]["prompt"] == "lone \ud800 surrogate"
     assert [b["response"] for b in back] == ["答案", "答案"]
+
+
+def test_parquet_embedding_column_is_a_list_of_float32(tmp_path: Path) -> None:
+    from squall.operations import EMBEDDINGS
+
+    out = tmp_path / "vectors.parquet"
+    vector = [0.1, -2.5, 3.0]
+    with open_writer(out, batch=False, operation=EMBEDDINGS) as w:
+        ok = RowResult(index=0, state=RowState.DONE, response=json.dumps(vector))
+        bad = RowResult(index=1, state=RowState.FAILED, error=ErrorInfo("bad_request", 400, "no"))
+        w.write(Row(0, 2, {"text": "a"}), ok)
+        w.write(Row(1, 3, {"text": "b"}), bad)
+    table = pq.read_table(out)
+    assert table.schema.field("embedding").type == pa.list_(pa.float32())
+    rows = table.to_pylist()
+    expected = [struct_float32(v) for v in vector]
+    assert rows[0]["embedding"] == expected
+    assert rows[1]["embedding"] is None
+
+
+def struct_float32(value: float) -> float:
+    import struct
+
+    return float(struct.unpack("f", struct.pack("f", value))[0])

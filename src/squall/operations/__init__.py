@@ -59,7 +59,8 @@ class Operation(Protocol):
         reserved_params: body fields the operation fills itself, each with why `params`
             may not set it.
         output_columns: the columns written beside each input row, in order.
-        output_types: Parquet's type ("string", "int64", "float64") for each output column.
+        output_types: Parquet's type ("string", "int64", "float64", "list<float32>") for each
+            output column.
     """
 
     name: str

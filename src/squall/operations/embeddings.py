@@ -120,6 +120,7 @@ class EmbeddingsOperation:
     )
     output_types: Mapping[str, str] = {
         "error": "string",
+        "embedding": "list<float32>",
         "prompt_tokens": "int64",
         "latency_s": "float64",
         "attempts": "int64",

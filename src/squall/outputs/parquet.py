@@ -97,7 +97,7 @@ class ParquetWriter(OutputWriter):
         pa = self._pa
         fixed = self.operation.output_types.get(name)
         if fixed is not None and kinds <= _ARROW_KINDS[fixed]:
-            return getattr(pa, fixed)()
+            return _fixed_type(pa, fixed)
         if not kinds or kinds == {str}:
             return pa.string()
         if kinds == {bool}:
@@ -155,7 +155,15 @@ _ARROW_KINDS: dict[str, set[type]] = {
     "string": {str},
     "int64": {int},
     "float64": {int, float},
+    "list<float32>": {list},
 }
+
+
+def _fixed_type(pa: Any, name: str) -> Any:
+    """The Arrow type for one of `_ARROW_KINDS`' names."""
+    if name == "list<float32>":
+        return pa.list_(pa.float32())
+    return getattr(pa, name)()
 
 
 def _text(value: Any) -> str | None:
