@@ -79,11 +79,16 @@ class ParquetWriter(OutputWriter):
                 pa.array(values, type=pa.int64())
             except (pa.ArrowInvalid, OverflowError):
                 self._bigint.add(name)
-        elif len(kinds) == 1 and not kinds & _PLAIN_KINDS:
+        elif len(kinds) == 1 and not kinds & _PLAIN_KINDS and not self._fixed(name, kinds):
             try:
                 self._types.setdefault(name, set()).add(pa.array(values).type)
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
                 self._types.setdefault(name, set()).add(None)
+
+    def _fixed(self, name: str, kinds: set[type]) -> bool:
+        """True when the operation fixes `name`'s type and `kinds` fit it (nothing to infer)."""
+        fixed = self.operation.output_types.get(name)
+        return fixed is not None and kinds <= _ARROW_KINDS[fixed]
 
     def _schema(self) -> Any:
         pa = self._pa
@@ -95,9 +100,8 @@ class ParquetWriter(OutputWriter):
 
     def _arrow_type(self, name: str, kinds: set[type]) -> Any:
         pa = self._pa
-        fixed = self.operation.output_types.get(name)
-        if fixed is not None and kinds <= _ARROW_KINDS[fixed]:
-            return _fixed_type(pa, fixed)
+        if self._fixed(name, kinds):
+            return _fixed_type(pa, self.operation.output_types[name])
         if not kinds or kinds == {str}:
             return pa.string()
         if kinds == {bool}:
