@@ -112,6 +112,8 @@ class Price(_Frozen):
 
     input: float = 0.0
     output: float = 0.0
+    batch: float = Field(default=0.5, ge=0.0, le=1.0)
+    """The share of these prices the provider's Batch API charges (OpenAI: half)."""
 
 
 class RetryConfig(_Frozen):
@@ -154,6 +156,18 @@ class RunConfig(_Frozen):
     embeddings_max_tokens: int = Field(default=100_000, ge=1)
     """Embeddings: the most estimated tokens packed into one request (a row over it goes
     alone)."""
+    batch_api: bool = False
+    """Send through the provider's own Batch API (/v1/files, /v1/batches): its price share
+    (`Price.batch`), answers within 24 h."""
+    batch_fallback: Literal["none", "online"] = "none"
+    """Rows of a batch that ended expired, failed or cancelled: left to do ("none"), or sent
+    online through the pool in the same run ("online")."""
+    batch_poll_s: float = Field(default=60.0, gt=0.0)
+    """Seconds between polls of a live batch (backing off to 10x while nothing changes)."""
+    batch_max_requests: int = Field(default=50_000, ge=1, le=50_000)
+    """The most lines in one batch input file (OpenAI: 50,000)."""
+    batch_max_bytes: int = Field(default=200_000_000, ge=1_000)
+    """The most bytes in one batch input file (OpenAI: 200 MB)."""
 
     def model_for(self, endpoint: EndpointConfig) -> str:
         """Return the model name to send to `endpoint`."""

@@ -198,32 +198,43 @@ class Transport:
         raise error
 
     def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> RequestError:
-        message, code = error_message(raw)
-        message = self._redact(message)
-        text = f"HTTP {status}: {message}" if message else f"HTTP {status}"
-        if status == 429:
-            if code in ("insufficient_quota", "billing_hard_limit_reached"):
-                return AuthError(text, status=status)
-            return RateLimited(
-                text,
-                retry_after=retry_after_s(headers),
-                concurrency=_CONCURRENCY_WORDS.search(f"{code or ''} {message}") is not None,
-            )
-        # Checked before 403: some providers refuse filtered content with a 403, and taking
-        # that for a dead key would let one bad row remove every key from the pool.
-        if (
-            code == "content_filter"
-            or "content_filter" in message
-            or "content management policy" in message
-        ):
-            return ContentFiltered(text, status=status)
-        if status in (401, 403):
+        return classify(status, raw, headers, self._redact)
+
+
+def classify(
+    status: int, raw: bytes, headers: Mapping[str, str], redact: Callable[[str], str]
+) -> RequestError:
+    """Return the typed error an answer with HTTP `status` and body `raw` stands for.
+
+    Also for the lines of a Batch API error file (`squall.batchapi.lines`), which carry an
+    online answer's status and body.
+    """
+    message, code = error_message(raw)
+    message = redact(message)
+    text = f"HTTP {status}: {message}" if message else f"HTTP {status}"
+    if status == 429:
+        if code in ("insufficient_quota", "billing_hard_limit_reached"):
             return AuthError(text, status=status)
-        if status == 408:
-            return RequestTimeout(text, status=status)
-        if status >= 500:
-            return ServerError(text, status=status)
-        return BadRequest(text, status=status)
+        return RateLimited(
+            text,
+            retry_after=retry_after_s(headers),
+            concurrency=_CONCURRENCY_WORDS.search(f"{code or ''} {message}") is not None,
+        )
+    # Checked before 403: some providers refuse filtered content with a 403, and taking
+    # that for a dead key would let one bad row remove every key from the pool.
+    if (
+        code == "content_filter"
+        or "content_filter" in message
+        or "content management policy" in message
+    ):
+        return ContentFiltered(text, status=status)
+    if status in (401, 403):
+        return AuthError(text, status=status)
+    if status == 408:
+        return RequestTimeout(text, status=status)
+    if status >= 500:
+        return ServerError(text, status=status)
+    return BadRequest(text, status=status)
 
 
 def _unread(raw: bytes, keep_raw: bool, redact: Callable[[str], str]) -> bytes:

@@ -34,7 +34,7 @@ def test_fresh_journal_has_final_schema(path: Path) -> None:
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert tables == {"meta", "rows", "sessions", "row_inputs", "session_keys"}
+        assert tables == {"meta", "rows", "sessions", "row_inputs", "session_keys", "batches"}
         columns = {r[1] for r in conn.execute("PRAGMA table_info(rows)")}
         assert {"idx", "line", "fingerprint", "state", "sent_count", "retryable", "raw"} <= columns
         assert "retries" in columns
@@ -119,7 +119,7 @@ def test_migrate_stops_at_upto(tmp_path: Path) -> None:
         assert migrate(conn, upto=1) == 1
         assert migrate(conn, upto=2) == 2
         assert [r[0] for r in conn.execute(tables)] == ["meta", "row_inputs", "rows", "sessions"]
-        assert migrate(conn) == SCHEMA_VERSION == 3
+        assert migrate(conn, upto=3) == 3
         assert [r[0] for r in conn.execute(tables)] == [
             "meta",
             "row_inputs",
@@ -127,6 +127,8 @@ def test_migrate_stops_at_upto(tmp_path: Path) -> None:
             "session_keys",
             "sessions",
         ]
+        assert migrate(conn) == SCHEMA_VERSION == 4
+        assert "batches" in {r[0] for r in conn.execute(tables)}
     finally:
         conn.close()
 

@@ -52,11 +52,17 @@ Since schema 3 the journal keeps the account over every session: each row counts
 retries (in the same UPDATE as `record_retry`), and `end_session(outcome, keys)` stores each
 key's counters (label, endpoint, masked form: never the key) in `session_keys`;
 `statistics()` gives their totals (`JournalStats.retries`, `JournalStats.keys`).
+
+Since schema 4 the journal keeps the provider's Batch API batches it made (`batches`: one
+chunk per batch input file, see `squall.journal.batches`), and on each row the live chunk
+that holds it (`rows.batch_chunk`): such a row is not given to be sent again, online or in
+another batch, until its chunk is collected.
 """
 
 from __future__ import annotations
 
 from ..errors import InputChangedError, JournalError
+from .batches import BatchRecord, BatchTable
 from .ingest import IngestItem
 from .meta import ModelPrice, RunMeta
 from .rows import (
@@ -75,6 +81,8 @@ from .store import Journal
 
 __all__ = [
     "APPLICATION_ID",
+    "BatchRecord",
+    "BatchTable",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "IngestItem",

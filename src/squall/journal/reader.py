@@ -38,8 +38,13 @@ _TODO = f"(state IN ({PENDING}, {SENT}) OR (state = {FAILED}{{failed}}))"
 """The rows to send; `failed` narrows the FAILED ones (to the retryable, or not at all)."""
 
 
-def _todo(retry_failed: bool) -> str:
-    return _TODO.format(failed="" if retry_failed else " AND retryable = 1")
+_OUTSIDE_BATCHES = " AND batch_chunk IS NULL"
+"""Rows a live batch holds are not to send: the provider is answering them (schema 4)."""
+
+
+def _todo(retry_failed: bool, schema: int = 4) -> str:
+    todo = _TODO.format(failed="" if retry_failed else " AND retryable = 1")
+    return todo + _OUTSIDE_BATCHES if schema >= 4 else todo
 
 
 def _result(r: Any) -> RowResult:
@@ -96,7 +101,7 @@ class JournalReader:
 
     def iter_todo(self, *, retry_failed: bool = False) -> Iterator[int]:
         """Yield the indices of rows to send, ascending (see `Journal.iter_todo`)."""
-        todo = _todo(retry_failed)
+        todo = _todo(retry_failed, self.schema)
         sql = f"SELECT idx FROM rows WHERE idx > ? AND {todo} ORDER BY idx LIMIT {CHUNK}"
         for page in self._pages(sql, "list the rows to send"):
             for (index,) in page:
@@ -104,7 +109,7 @@ class JournalReader:
 
     def iter_todo_requests(self, *, retry_failed: bool = False) -> Iterator[StoredRequest]:
         """Yield the rows to send with their stored requests (see `Journal.iter_todo_requests`)."""
-        todo = _todo(retry_failed)
+        todo = _todo(retry_failed, self.schema)
         if self.schema < 2:
             raise JournalError(
                 f"the journal {self.path} is from an older squall and holds no requests: "

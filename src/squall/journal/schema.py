@@ -98,6 +98,36 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        # The provider's Batch API (`squall.batchapi`): one record per batch file this journal
+        # made ("chunk"), and on each row the live chunk that holds it. A row is given its
+        # chunk in the same transaction that creates the chunk, before the file is written,
+        # so no row is ever in two live batches; collecting a chunk clears it again.
+        4,
+        """
+        ALTER TABLE rows ADD COLUMN batch_chunk INTEGER;  -- a live chunk holds the row
+        CREATE INDEX rows_by_chunk ON rows (batch_chunk) WHERE batch_chunk IS NOT NULL;
+        CREATE TABLE batches (
+            chunk INTEGER PRIMARY KEY,      -- numbered from 1 in this journal
+            endpoint TEXT NOT NULL,         -- the endpoint's name
+            label TEXT NOT NULL,            -- the key's id in the config, never the key
+            kind TEXT NOT NULL,             -- the batch url: /v1/chat/completions, ...
+            rows INTEGER NOT NULL,
+            bytes INTEGER,                  -- the input file's size, once written
+            file_id TEXT,                   -- the uploaded input file
+            batch_id TEXT,                  -- the provider's batch
+            status TEXT NOT NULL,           -- assigned, uploaded, or the provider's status
+            completed INTEGER NOT NULL DEFAULT 0,   -- request_counts as last polled
+            failed INTEGER NOT NULL DEFAULT 0,
+            output_file_id TEXT,
+            error_file_id TEXT,
+            errors TEXT,                    -- JSON list of the batch's own error messages
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            collected_at REAL               -- its lines are journaled: no longer live
+        );
+        """,
+    ),
 )
 """Schema changes, numbered from 1 without gaps; `PRAGMA user_version` is the last applied."""
 

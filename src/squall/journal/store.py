@@ -17,6 +17,7 @@ from typing import IO, Any, Literal
 from ..errors import InputChangedError, JournalError
 from ..events import KeyStats
 from ..records import Completion, ErrorInfo, RowResult, RowState
+from .batches import BatchTable
 from .changes import FAILURE, MARK_SENT, RETRY, SUCCESS
 from .ingest import IngestItem, ingest_rows
 from .lock import held_elsewhere, take_writer_lock
@@ -57,6 +58,8 @@ class Journal:
         if schema is None:
             schema = int(conn.execute("PRAGMA user_version").fetchone()[0])
         self._reader = JournalReader(conn, path, schema)
+        self.batches = BatchTable(conn, path, self.commit, schema)
+        """The provider's Batch API chunks of this journal (`squall.journal.batches`)."""
 
     # -- opening and closing -------------------------------------------------------------
 
