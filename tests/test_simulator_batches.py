@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -449,4 +450,118 @@ async def test_batches_work_in_the_simulator_process(
     finally:
         stop_process(proc)
     events = [e.event for e in iter_ledger_file(ledger_file)]
-    assert events == ["file_upload", "batch_create", "batch_line"]
+    assert events == ["file_upload", "batch_create", "batch_line", "file_download"]
+
+
+DELAY = 0.3
+
+
+async def _timed(call: Any) -> tuple[float, Any]:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    result = await call
+    return loop.time() - start, result
+
+
+async def test_the_upload_and_content_delays_hold_their_requests_in_real_seconds(
+    simulator: Factory, session: aiohttp.ClientSession
+) -> None:
+    # time_scale is tiny: the delays are real seconds all the same.
+    sim = simulator(config(upload_delay_s=DELAY, content_delay_s=DELAY, time_scale=0.001))
+    client = Client(session, sim.base_url)
+    took, uploaded = await _timed(client.upload([chat_line("a", "1 + 1")]))
+    assert took >= DELAY and uploaded["id"].startswith("file-")
+    took, (status, data) = await _timed(client.call("GET", f"/files/{uploaded['id']}/content"))
+    assert took >= DELAY and status == 200 and data.startswith(b'{"custom_id": "a"')
+    took, (status, _) = await _timed(client.call("GET", f"/files/{uploaded['id']}"))
+    assert took < DELAY and status == 200  # the File object itself is not delayed
+    downloads = [e for e in sim.ledger() if e.event == "file_download"]
+    assert [(e.file_id, e.status, e.served, e.online) for e in downloads] == [
+        (uploaded["id"], 200, False, False)
+    ]
+    assert sim.served_count() == 0
+
+
+async def test_a_created_batch_is_listed_before_its_delayed_reply_arrives(
+    simulator: Factory, session: aiohttp.ClientSession
+) -> None:
+    sim = simulator(config(create_reply_delay_s=DELAY))
+    client = Client(session, sim.base_url)
+    file_id = (await client.upload([chat_line("a", "1 + 1")]))["id"]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    creating = asyncio.create_task(client.create(file_id, metadata={"job": "pending"}))
+    listed: list[Json] = []
+    while not listed:
+        assert loop.time() - start < DELAY, "the batch was not listed while its reply waited"
+        _, page = await client.call("GET", "/batches")
+        listed = page["data"]
+    assert not creating.done()
+    [batch] = listed
+    assert batch["metadata"] == {"job": "pending"} and isinstance(batch["created_at"], int)
+    creates = [e for e in sim.ledger() if e.event == "batch_create"]
+    assert [e.batch_id for e in creates] == [batch["id"]]
+    status, created = await creating
+    assert loop.time() - start >= DELAY
+    assert status == 200 and created["id"] == batch["id"]
+    assert created["status"] == "validating"  # the reply describes the batch as created
+    _, again = await client.call("GET", "/batches")
+    newest = [b["id"] for b in again["data"]]
+    second = (await client.create(file_id))[1]["id"]
+    _, again = await client.call("GET", "/batches")
+    assert [b["id"] for b in again["data"]] == [second, *newest]  # newest first
+    assert all(isinstance(b["created_at"], int) and "metadata" in b for b in again["data"])
+    for batch_id in (batch["id"], second):
+        await client.wait(batch_id, DONE)
+
+
+async def test_an_upload_cut_during_its_delay_stores_no_file(
+    simulator: Factory, session: aiohttp.ClientSession
+) -> None:
+    sim = simulator(config(upload_delay_s=DELAY))
+    url = urlsplit(sim.base_url)
+    assert url.hostname is not None and url.port is not None
+    content = json.dumps(chat_line("a", "1 + 1")).encode() + b"\n"
+    boundary = "squallboundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="in.jsonl"\r\n'
+            "Content-Type: application/jsonl\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    head = (
+        f"POST {url.path}/files HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"Authorization: Bearer {KEY}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    _, writer = await asyncio.open_connection(url.hostname, url.port)
+    writer.write(head + body)  # the whole body sent: the server holds it for DELAY
+    await writer.drain()
+    await asyncio.sleep(DELAY / 3)
+    writer.close()  # the client dies before the reply
+    await writer.wait_closed()
+    await asyncio.sleep(DELAY)
+    client = Client(session, sim.base_url)
+    _, files = await client.call("GET", "/files")
+    assert files["data"] == []
+    assert [e.event for e in sim.ledger()] == []
+    uploaded = await client.upload([chat_line("a", "1 + 1")])  # one waited for is stored
+    _, files = await client.call("GET", "/files")
+    assert [f["id"] for f in files["data"]] == [uploaded["id"]]
+    assert [e.event for e in sim.ledger()] == ["file_upload"]
+
+
+def test_the_delays_travel_in_config_json_and_are_checked() -> None:
+    delays = {"upload_delay_s": 0.5, "create_reply_delay_s": 1, "content_delay_s": 2.5}
+    cfg = SimConfig.from_dict({"batches": delays})
+    assert (cfg.batches.upload_delay_s, cfg.batches.create_reply_delay_s) == (0.5, 1)
+    assert cfg.batches.content_delay_s == 2.5 and cfg.batches.seconds(10) == 10
+    assert SimConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    for name in delays:
+        for bad in (-0.1, "1", True):
+            with pytest.raises(ConfigError, match=name):
+                SimConfig.from_dict({"batches": {name: bad}})

@@ -23,7 +23,10 @@ CONFIG_HELP = (
     '"max_concurrency", "dead", "forbidden", "limit_mode": bucket|sliding, "window_s"}: only '
     'those keys are accepted), "models", "strict_models", "latency_s", "latency_jitter_s", '
     '"p_429", "p_500", "p_503", "p_reset", "p_malformed", "p_hang", "hang_s", "retry_after": '
-    'seconds|ms|date|none, "send_ratelimit_headers", "error_shape", "busy_wording", "seed".'
+    'seconds|ms|date|none, "send_ratelimit_headers", "error_shape", "busy_wording", "seed", '
+    '"batches" (the Batch API: {"validating_s", "line_s", "finalizing_s", "cancelling_s", '
+    '"expire_after_s", "time_scale", "p_fail", and real-second "upload_delay_s", '
+    '"create_reply_delay_s", "content_delay_s"}).'
 )
 
 

@@ -12,7 +12,9 @@ Each batch runs as a task on the simulator's loop (`batchrun.py`); its lines are
 like online requests but never count against the key's online limits. Batches belong to the
 key that created them, as files do (`files.py`), and live in memory only: a restarted
 simulator process has none. Every creation is recorded in the ledger (event "batch_create",
-with its metadata), and so is every line answered (event "batch_line").
+with its metadata), and so is every line answered (event "batch_line"). A creation's reply
+can be held back `BatchSettings.create_reply_delay_s` (real seconds) after the batch was
+created, recorded and set running, as when a client dies before reading the answer.
 """
 
 from __future__ import annotations
@@ -149,7 +151,10 @@ class BatchStore:
         batch.task = asyncio.get_running_loop().create_task(
             self._runner.run(batch, stored.data, fail), name=f"squall-simulator-{batch.id}"
         )
-        return reply(batch.to_dict())
+        answer = reply(batch.to_dict())  # the Batch as it was created: "validating"
+        if self._settings.create_reply_delay_s > 0:
+            await asyncio.sleep(self._settings.create_reply_delay_s)  # real seconds
+        return answer
 
     @staticmethod
     def _check_create(body: dict[str, Any]) -> tuple[str, str] | None:

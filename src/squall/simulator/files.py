@@ -8,11 +8,15 @@
 
 Files belong to the key that uploaded them (a real provider scopes them to an organization or
 project; one key is the closest here): another key gets 404 for them and never lists them.
-They live in memory only, so a restarted simulator process has none.
+They live in memory only, so a restarted simulator process has none. Uploads and downloads
+can be held open (`BatchSettings.upload_delay_s`, `content_delay_s`, in real seconds) so a test
+can kill its client in the middle of one; a client gone by the end of the delay gets nothing
+stored or sent, and nothing is recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.message
 import email.parser
 import email.policy
@@ -26,6 +30,7 @@ from . import faults
 from .answers import json_bytes
 from .faults import JSON
 from .ledger import Ledger, LedgerEntry
+from .settings import BatchSettings
 
 PATH = "/v1/files"
 PURPOSES = frozenset(
@@ -72,6 +77,12 @@ def reply(data: object) -> web.Response:
     return web.Response(body=json_bytes(data), content_type=JSON)
 
 
+def connected(request: web.BaseRequest) -> bool:
+    """Return whether `request`'s client is still connected (its socket open)."""
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
+
+
 async def _body(request: web.BaseRequest) -> bytes:
     """Return the whole body (read from the stream: uploads may pass aiohttp's 1 MiB cap)."""
     return await request.content.read()
@@ -102,11 +113,23 @@ def _read_form(content_type: str, body: bytes) -> tuple[str | None, str, bytes |
 
 
 class FileStore:
-    """Every key's files, by id; recording each upload in the ledger."""
+    """Every key's files, by id; recording each upload and download in the ledger.
 
-    def __init__(self, ledger: Ledger) -> None:
+    Args:
+        ledger: where uploads and downloads are recorded.
+        settings: the Batch API's settings (their upload and content delays are used).
+    """
+
+    def __init__(self, ledger: Ledger, settings: BatchSettings | None = None) -> None:
         self._files: dict[str, SimFile] = {}
         self._ledger = ledger
+        self._settings = settings if settings is not None else BatchSettings()
+
+    def _record(self, masked: str, event: str, file_id: str) -> None:
+        entry = LedgerEntry(
+            time.monotonic(), masked, "", "", 200, False, "", 0, event=event, file_id=file_id
+        )
+        self._ledger.record(entry)
 
     def add(self, owner: str, filename: str, purpose: str, data: bytes) -> SimFile:
         """Store a file for `owner` (a real key) and return it."""
@@ -133,7 +156,7 @@ class FileStore:
             if stored is None:
                 return error(404, f"No such File object: {parts[0]}", "id")
             if len(parts) == 2 and parts[1] == "content" and method == "GET":
-                return web.Response(body=stored.data, content_type="application/octet-stream")
+                return await self._download(request, stored, masked)
             if len(parts) == 1 and method == "GET":
                 return reply(stored.to_dict())
             if len(parts) == 1 and method == "DELETE":
@@ -144,7 +167,12 @@ class FileStore:
     async def _upload(self, request: web.BaseRequest, owner: str, masked: str) -> web.Response:
         if not request.content_type.startswith("multipart/"):
             return error(400, "Uploads must be sent as multipart/form-data", "file")
-        purpose, filename, data = _read_form(request.headers["Content-Type"], await _body(request))
+        body = await _body(request)
+        if self._settings.upload_delay_s > 0:
+            await asyncio.sleep(self._settings.upload_delay_s)  # real seconds, never scaled
+            if not connected(request):
+                return web.Response(status=499)  # nobody reads it: the client is gone
+        purpose, filename, data = _read_form(request.headers["Content-Type"], body)
         if purpose is None:
             return error(400, "Missing required parameter: 'purpose'.", "purpose")
         if purpose not in PURPOSES - {"batch_output"}:
@@ -152,21 +180,20 @@ class FileStore:
         if data is None:
             return error(400, "Missing required parameter: 'file'.", "file")
         stored = self.add(owner, filename, purpose, bytes(data))
-        self._ledger.record(
-            LedgerEntry(
-                time.monotonic(),
-                masked,
-                "",
-                "",
-                200,
-                False,
-                "",
-                0,
-                event="file_upload",
-                file_id=stored.id,
-            )
-        )
+        self._record(masked, "file_upload", stored.id)
         return reply(stored.to_dict())
+
+    async def _download(
+        self, request: web.BaseRequest, stored: SimFile, masked: str
+    ) -> web.Response:
+        """Send a file's bytes after `content_delay_s`, recording "file_download" first."""
+        if self._settings.content_delay_s > 0:
+            await asyncio.sleep(self._settings.content_delay_s)  # real seconds, never scaled
+        if not connected(request):
+            return web.Response(status=499)  # nobody reads it: the client is gone
+        # Recorded before writing, so the ledger never lags behind what a client has read.
+        self._record(masked, "file_download", stored.id)
+        return web.Response(body=stored.data, content_type="application/octet-stream")
 
     def _list(self, request: web.BaseRequest, owner: str) -> web.Response:
         purpose = request.query.get("purpose")

@@ -40,12 +40,14 @@ class LedgerEntry(NamedTuple):
         inputs: how many prompts or inputs the request carried (an embeddings pack: its
             texts; 0 when the body was unreadable). Ledger files written before it read as 1.
         event: what happened: "request" (an online request, as every entry was before the
-            Batch API), "file_upload", "batch_create", or "batch_line" (one line of a batch
-            answered: its `status` is the line's, `served` is False, and it never counted
-            against the key's online limits).
+            Batch API), "file_upload", "file_download" (a file's content sent, to a client
+            still connected), "batch_create", or "batch_line" (one line of a batch answered:
+            its `status` is the line's, and it never counted against the key's online
+            limits). Only "request" entries are ever `served`.
         batch_id: the batch of a "batch_create" or "batch_line" entry ("" otherwise).
         custom_id: a "batch_line" entry's custom_id ("" otherwise).
-        file_id: the file uploaded ("file_upload") or a batch's input file ("batch_create").
+        file_id: the file uploaded ("file_upload"), downloaded ("file_download"), or a
+            batch's input file ("batch_create").
         kind: the request kind's path, e.g. "/v1/chat/completions", for batch entries (a
             batch's endpoint); "" for online requests, which ledger files never named.
         metadata: a "batch_create" entry's metadata (None otherwise).

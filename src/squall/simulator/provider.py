@@ -76,7 +76,7 @@ class Provider:
         self._faults = Faults(config)
         self._latency_rng = random.Random(config.seed + 1)
         self._n_answers = 0
-        self.files = FileStore(ledger)
+        self.files = FileStore(ledger, config.batches)
         self.batches = BatchStore(config, self.files, ledger, self._next_answer)
         self._models_body = json_bytes(
             {

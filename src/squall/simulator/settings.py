@@ -85,7 +85,9 @@ class BatchSettings:
     """How the simulated Batch API (/v1/files, /v1/batches) paces and breaks its batches.
 
     Every duration is in nominal seconds and multiplied by `time_scale` before it is slept,
-    so `time_scale=0.001` runs a "24 hour" batch in 86 s and a test's batch in milliseconds.
+    so `time_scale=0.001` runs a "24 hour" batch in 86 s and a test's batch in milliseconds;
+    except the three `*_delay_s`, which are REAL seconds, never scaled: they model a slow
+    network, not batch time, and hold a request open so a test can kill its client mid-way.
 
     Attributes:
         validating_s: how long a batch stays in "validating" before its lines are checked.
@@ -97,6 +99,14 @@ class BatchSettings:
         time_scale: multiplies every duration above (1.0: real time).
         p_fail: chance that a batch fails in "validating" though its file is fine (a batch
             whose metadata holds `squall_fault: "fail"` always does).
+        upload_delay_s: real seconds POST /v1/files holds an upload after its whole body
+            arrived, before storing it and recording "file_upload"; a client gone by then
+            leaves no file and no ledger entry.
+        create_reply_delay_s: real seconds POST /v1/batches waits before replying, after the
+            batch was created, recorded ("batch_create") and set running: a client killed
+            meanwhile never learns its id, yet the batch is listed by GET /v1/batches.
+        content_delay_s: real seconds GET /v1/files/{id}/content waits before sending the
+            bytes (and recording "file_download"); a client gone by then is sent nothing.
     """
 
     validating_s: float = 1.0
@@ -106,6 +116,9 @@ class BatchSettings:
     expire_after_s: float = 86_400.0
     time_scale: float = 1.0
     p_fail: float = 0.0
+    upload_delay_s: float = 0.0
+    create_reply_delay_s: float = 0.0
+    content_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
