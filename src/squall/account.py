@@ -25,6 +25,7 @@ from rich.text import Text
 from .config import Price
 from .events import KeyStats, RunStats
 from .journal import Journal, JournalStats, KeyTotals
+from .records import BATCH_SUFFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,11 +353,13 @@ def _journal_cost(
         return None
     cost = 0.0
     for ep, usage in stats.tokens_by_endpoint.items():
-        c = cost_of(
-            prices, models_by_endpoint.get(ep), usage.prompt_tokens, usage.completion_tokens
-        )
+        name = ep.removesuffix(BATCH_SUFFIX)
+        model = models_by_endpoint.get(name)
+        c = cost_of(prices, model, usage.prompt_tokens, usage.completion_tokens)
         if c is None:
             return None
+        if name != ep and model is not None:
+            c *= prices[model].batch  # answered through the Batch API
         cost += c
     return cost
 

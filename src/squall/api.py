@@ -14,7 +14,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from .account import Summary
 from .account import summarize as summarize
@@ -28,7 +28,10 @@ from .plan import dry_run as _dry_run
 from .plan import make_plan
 from .plan import resolve_config as resolve_config
 from .progress import Mode, to_html
-from .runner import Runner
+from .batchapi import cancel_batches as _cancel_batches
+from .journal import Journal
+from .redact import Redactor
+from .runner import Runner, batch_keys
 from .tokens import estimate_tokens  # noqa: F401  # re-exported for users estimating by hand
 
 P = ParamSpec("P")
@@ -108,6 +111,10 @@ async def arun(
     rpm: float | None = None,
     tpm: float | None = None,
     concurrency: int | None = None,
+    batch_api: bool | None = None,
+    batch_fallback: Literal["none", "online"] | None = None,
+    embeddings_max_inputs: int | None = None,
+    embeddings_max_tokens: int | None = None,
     clock: Clock | None = None,
     on_engine: Callable[[Engine], None] | None = None,
 ) -> RunResult:
@@ -143,6 +150,13 @@ async def arun(
         rpm: requests per minute each of its keys may send (`math.inf`: no limit).
         tpm: tokens per minute each of its keys may use.
         concurrency: requests each of its keys may have in flight.
+        batch_api: send through the provider's own Batch API (/v1/files, /v1/batches) at
+            its batch price (`Price.batch`, OpenAI: half), answered within 24 h; a rerun
+            resumes the batches it made.
+        batch_fallback: "online" sends the rows of batches that ended expired, failed or
+            cancelled through the pooled keys in the same run; "none" leaves them to do.
+        embeddings_max_inputs: embeddings: the most rows packed into one request.
+        embeddings_max_tokens: embeddings: the most estimated tokens in one request.
         clock: the clock the run paces by (tests give a fake one).
         on_engine: called with the engine once it is built (to stop it from outside).
 
@@ -164,6 +178,10 @@ async def arun(
         "rpm": rpm,
         "tpm": tpm,
         "concurrency": concurrency,
+        "batch_api": batch_api,
+        "batch_fallback": batch_fallback,
+        "embeddings_max_inputs": embeddings_max_inputs,
+        "embeddings_max_tokens": embeddings_max_tokens,
     }
     cfg = resolve_config(config, {k: v for k, v in settings.items() if v is not None})
     plan = make_plan(
@@ -238,6 +256,28 @@ def _in_worker_thread(
     result: T = box["result"]
     return result
 
+
+async def acancel_batches(
+    journal: str | Path, *, config: str | Path | RunConfig | None = None
+) -> list[str]:
+    """Cancel the live Batch API batches a run made; return a line per batch.
+
+    `config` must hold the keys the batches were made with. The next run over the journal
+    collects what each batch answered before its cancellation and leaves the rest to do.
+
+    Raises:
+        ConfigError: the config is bad; JournalError: no journal there, or a run is using
+            it; BatchAPIError: a provider refused a call (the message says which).
+    """
+    cfg = resolve_config(config, {})
+    models = {ep.name: ep.model or cfg.model or "" for ep in cfg.endpoints}
+    redactor = Redactor([k.key.reveal() for ep in cfg.endpoints for k in ep.keys])
+    with Journal.open(journal) as jr:
+        return await _cancel_batches(jr, batch_keys(cfg, models), redactor)
+
+
+cancel_batches = _in_any_loop(acancel_batches)
+cancel_batches.__doc__ = acancel_batches.__doc__
 
 run = _in_any_loop(arun)
 run.__doc__ = """Run `data` to the end and return the account; the arguments are `arun`'s.

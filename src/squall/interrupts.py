@@ -10,13 +10,23 @@ import asyncio
 import signal
 import threading
 
-from .engine import Engine
+from typing import Protocol
+
+
+class Stoppable(Protocol):
+    """What Ctrl-C stops: the engine, or the Batch API driver."""
+
+    def request_stop(self, reason: str = "interrupted") -> None:
+        """Stop sending; what is in flight may land."""
+
+    def cut(self) -> None:
+        """Stop at once."""
 
 
 class Interrupts:
     """First Ctrl-C (or SIGTERM): stop sending and land what is in flight. Second: cut."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Stoppable) -> None:
         self._engine = engine
         self._count = 0
         self._installed: list[int] = []

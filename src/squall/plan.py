@@ -289,6 +289,8 @@ def dry_run(plan: Plan) -> Summary:
     for m in models:
         c = cost_of(cfg.prices, m, tokens, (cfg.max_tokens or 0) * n)
         if c is not None:
+            if cfg.batch_api:
+                c *= cfg.prices[m].batch  # the Batch API's share of the price
             cost = max(cost or 0.0, c)
     return Summary(
         status="dry-run",
@@ -300,6 +302,7 @@ def dry_run(plan: Plan) -> Summary:
         completion_tokens=(cfg.max_tokens or 0) * n,
         cost=cost,
         reason="nothing sent; tokens are estimates"
+        + ("; cost at the Batch API's price ([prices] batch)" if cfg.batch_api else "")
         + ("" if cfg.max_tokens else ", answers not counted (set max_tokens to bound them)"),
         preview=tuple(preview),
     )

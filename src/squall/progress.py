@@ -15,7 +15,7 @@ import importlib
 import io
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, TextIO
 
 from rich.console import Console, Group, RenderableType
@@ -112,8 +112,10 @@ class Progress:
         mode: Mode = "auto",
         stream: TextIO | None = None,
         plain_every_s: float = 10.0,
+        details: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         self._stats = stats
+        self._details = details
         self._keys = keys
         self._clock = clock
         self._stream = stream or sys.stderr
@@ -199,6 +201,8 @@ class Progress:
 
     def _print_line(self) -> None:
         print(self.line(), file=self._stream, flush=True)
+        for extra in self._details() if self._details else ():
+            print(f"squall:   {extra}", file=self._stream, flush=True)
 
     def _render(self) -> RenderableType:
         snap, rate, eta = self._numbers()
@@ -247,7 +251,10 @@ class Progress:
                 str(k.rate_limited),
                 str(k.errors),
             )
-        parts.append(keys)
+        if keys.row_count:
+            parts.append(keys)
+        for extra in self._details() if self._details else ():
+            parts.append(Text(extra, style="cyan"))
         if snap.stopping:
             parts.append(Text(f"stopping: {snap.stopping}", style="yellow"))
         return Group(*parts)

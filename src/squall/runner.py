@@ -12,16 +12,28 @@ from __future__ import annotations
 
 import contextlib
 import random
+import shutil
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from .account import Summary, cost_of, summarize
+from .batchapi import BatchDriver, BatchKey, BatchSettings
 from .clock import Clock
 from .config import Price, RunConfig
 from .engine import Engine, EngineOutcome
-from .errors import SquallError
+from .errors import JournalError, SquallError
 from .events import KeyStats, RunStats
 from .interrupts import Interrupts
-from .journal import IngestReport, Journal, JournalStats, ModelPrice, RunMeta, discard
+from .journal import (
+    BatchRecord,
+    IngestReport,
+    Journal,
+    JournalStats,
+    ModelPrice,
+    RunMeta,
+    StoredRequest,
+    discard,
+)
 from .journal_port import LocalJournal
 from .operations import CHAT, Operation, packing
 from .outputs import open_writer
@@ -49,6 +61,37 @@ def targets(cfg: RunConfig, operation: Operation = CHAT) -> dict[str, Target]:
     }
 
 
+def batch_keys(cfg: RunConfig, models: Mapping[str, str]) -> list[BatchKey]:
+    """Return every key as the Batch API driver uses it (its headers hold the secret)."""
+    out = []
+    for key_id, ep, key in iter_keys(cfg):
+        headers = {k: v for k, v in ep.headers.items() if k.lower() != "content-type"}
+        if key.key.reveal():
+            headers["Authorization"] = f"Bearer {key.key.reveal()}"
+        out.append(BatchKey(key_id, ep.name, ep.base_url, headers, models[ep.name], ep.timeout_s))
+    return out
+
+
+def batch_workdir(journal: Path) -> Path:
+    """Return the folder beside `journal` where its batch files are written and read."""
+    return journal.with_name(journal.name + ".batches")
+
+
+def _refuse_live_batches(journal: Path) -> None:
+    """Refuse to discard a journal whose batches are live: their rows would be paid twice."""
+    if not journal.exists() or journal.stat().st_size == 0:
+        return
+    with Journal.open(journal, read_only=True) as jr:
+        live = jr.batches.records(live_only=True)
+    if live:
+        raise JournalError(
+            f"the journal {journal} has {len(live)} live Batch API batch(es): --restart would "
+            "send their rows again and pay twice. Collect them first (the same command "
+            "without --restart), or cancel them: squall batch cancel "
+            f"{journal} -c CONFIG"
+        )
+
+
 def _resuming(report: IngestReport) -> str:
     to_go = report.pending + report.in_flight
     failed = (
@@ -61,31 +104,50 @@ def _resuming(report: IngestReport) -> str:
 
 
 def _run_meta(plan: Plan, last_stop_reason: str | None = None) -> RunMeta:
-    prices = {k: ModelPrice(v.input, v.output) for k, v in plan.cfg.prices.items()}
+    prices = {k: ModelPrice(v.input, v.output, v.batch) for k, v in plan.cfg.prices.items()}
     return RunMeta(models=plan.models, prices=prices, last_stop_reason=last_stop_reason)
 
 
 class _CostModel:
     """What the run's answers cost, and the most the next request could (for --max-cost)."""
 
-    def __init__(self, prices: Mapping[str, Price], models: Mapping[str, str], max_tokens: int):
+    def __init__(
+        self,
+        prices: Mapping[str, Price],
+        models: Mapping[str, str],
+        max_tokens: int,
+        *,
+        batch: bool = False,
+    ):
         self._prices = prices
         self._priced = [prices[m] for m in set(models.values()) if m in prices]
         self._max_tokens = max_tokens
+        self._batch = batch
+
+    def _share(self, p: Price) -> float:
+        return p.batch if self._batch else 1.0
 
     def estimate(self, spec: RequestSpec) -> float:
         """The most `spec` may cost: its prompt, and the longest answer allowed."""
+        return self._estimate(spec.est_prompt_tokens)
+
+    def estimate_stored(self, spec: StoredRequest) -> float:
+        """`estimate` for a row as the journal holds it (a Batch API line)."""
+        return self._estimate(spec.est_tokens or 0)
+
+    def _estimate(self, tokens: int) -> float:
         return max(
             (
-                (spec.est_prompt_tokens * p.input + self._max_tokens * p.output) / 1e6
+                (tokens * p.input + self._max_tokens * p.output) / 1e6 * self._share(p)
                 for p in self._priced
             ),
             default=0.0,
         )
 
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
-        """What an answer cost (0 where the model has no price)."""
-        return cost_of(self._prices, model, prompt_tokens, completion_tokens) or 0.0
+        """What an answer cost (0 where the model has no price), at batch prices if so."""
+        c = cost_of(self._prices, model, prompt_tokens, completion_tokens) or 0.0
+        return c * self._share(self._prices[model]) if c else c
 
 
 class Runner:
@@ -120,7 +182,9 @@ class Runner:
         """
         plan = self._plan
         if restart:
+            _refuse_live_batches(plan.journal)
             discard(plan.journal)
+            shutil.rmtree(batch_workdir(plan.journal), ignore_errors=True)
         created = not plan.journal.exists()
         started = self._clock.now()
         jr = Journal.open(plan.journal, sync=plan.cfg.journal_sync, group_commits=True)
@@ -170,17 +234,80 @@ class Runner:
 
     async def _session(self, jr: Journal, report: IngestReport) -> None:
         plan, cfg, stats = self._plan, self._plan.cfg, self._stats
+        if report.new < report.total and report.done < report.total:
+            stats.notice(_resuming(report))
+        redactor = Redactor([k.key.reveal() for ep in cfg.endpoints for k in ep.keys])
+        if cfg.batch_api:
+            unfinished = await self._batch_session(jr, redactor)
+            if not (unfinished and cfg.batch_fallback == "online"):
+                return
+            stats.notice(
+                f"{len(unfinished)} batch(es) ended unfinished: their rows go online "
+                "(--batch-fallback online)"
+            )
+        await self._online_session(jr, report, redactor)
+
+    async def _batch_session(self, jr: Journal, redactor: Redactor) -> list[BatchRecord]:
+        """Send the rows to do through the provider's Batch API; return unfinished chunks."""
+        plan, cfg, stats = self._plan, self._plan.cfg, self._stats
+        costs = _CostModel(cfg.prices, plan.models, cfg.max_tokens or 256, batch=True)
+        driver = BatchDriver(
+            jr,
+            keys=batch_keys(plan.pool_cfg, plan.models),
+            operation=plan.operation,
+            settings=BatchSettings(
+                poll_s=cfg.batch_poll_s,
+                max_requests=cfg.batch_max_requests,
+                max_bytes=cfg.batch_max_bytes,
+                keep_raw=plan.batch,
+            ),
+            stats=stats,
+            redact=redactor,
+            cost=costs.cost,
+            estimate=costs.estimate_stored if cfg.max_cost is not None else None,
+            budget=self._budget(stats) if cfg.max_cost is not None else None,
+            workdir=batch_workdir(plan.journal),
+        )
+        progress = Progress(stats, tuple, self._clock, mode=self._progress, details=driver.lines)
+        async with progress:
+            with Interrupts(driver):
+                status, reason = await driver.run(
+                    lambda: jr.iter_todo_requests(retry_failed=self._retry_failed)
+                )
+        self._outcome = EngineOutcome(status, reason)
+        return driver.unfinished
+
+    def _budget(self, stats: RunStats) -> Callable[[float], bool]:
+        """Return the --max-cost check of a batch run: spent plus estimates must stay under."""
+        cap = self._plan.cfg.max_cost or 0.0
+        committed = [stats.cost]
+
+        def fits(estimate: float) -> bool:
+            if committed[0] + estimate > cap:
+                return False
+            committed[0] += estimate
+            return True
+
+        return fits
+
+    async def _online_session(
+        self, jr: Journal, report: IngestReport, redactor: Redactor
+    ) -> None:
+        plan, cfg, stats = self._plan, self._plan.cfg, self._stats
         pool = self._pool = EndpointPool.from_config(
             plan.pool_cfg, self._clock, notify=stats.notice
         )
-        if report.new < report.total and report.done < report.total:
-            stats.notice(_resuming(report))
+        held = jr.batches.held_rows()
+        if held:
+            stats.notice(
+                f"{held} rows are in live Batch API batches and are not sent online: run "
+                "with --batch-api to collect them, or `squall batch cancel JOURNAL -c CONFIG`"
+            )
         if report.in_flight:
             stats.notice(
                 f"{report.in_flight} request(s) were in flight when the last run died: "
                 "they may have been billed, and are sent again"
             )
-        redactor = Redactor([k.key.reveal() for ep in cfg.endpoints for k in ep.keys])
         costs = _CostModel(cfg.prices, plan.models, cfg.max_tokens or 256)
         async with Transport(
             max_connections=pool.max_in_flight,

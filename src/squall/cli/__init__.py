@@ -24,12 +24,13 @@ app = typer.Typer(
 def _register() -> None:
     # Each module adds its commands to `app`; a module whose extras are missing still
     # registers, and says what to install when its command runs.
-    from . import demo, export, run, serve, simulate, status
+    from . import batch, demo, export, run, serve, simulate, status
     from . import eval as eval_
 
     run.register(app)
     status.register(app)
     export.register(app)
+    batch.register(app)
     simulate.register(app)
     demo.register(app)
     serve.register(app)

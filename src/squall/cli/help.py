@@ -106,6 +106,37 @@ InputFormat = Annotated[
     ),
 ]
 
+BatchApi = Annotated[
+    bool,
+    typer.Option(
+        "--batch-api",
+        help="Send through the provider's own Batch API (/v1/files, /v1/batches): its batch "
+        "price (OpenAI: half), answers within 24 h. Rerun the same command to resume.",
+    ),
+]
+BatchFallback = Annotated[
+    str | None,
+    typer.Option(
+        "--batch-fallback",
+        help="Rows of a batch that ended expired, failed or cancelled: none (left to do, the "
+        "default) or online (sent through the pooled keys in the same run).",
+    ),
+]
+EmbeddingsMaxInputs = Annotated[
+    int | None,
+    typer.Option(
+        "--embeddings-max-inputs", help="Embeddings: the most rows packed into one request."
+    ),
+]
+EmbeddingsMaxTokens = Annotated[
+    int | None,
+    typer.Option(
+        "--embeddings-max-tokens",
+        help="Embeddings: the most estimated tokens packed into one request.",
+    ),
+]
+
 PROGRESS_MODES = ("auto", "rich", "plain", "off")
+BATCH_FALLBACKS = ("none", "online")
 
 APIS = ("chat", "completions", "embeddings")

@@ -35,6 +35,10 @@ def run_cmd(
     dry_run: h.DryRun = False,
     progress: h.ProgressMode = None,
     input_format: h.InputFormat = None,
+    batch_api: h.BatchApi = False,
+    batch_fallback: h.BatchFallback = None,
+    embeddings_max_inputs: h.EmbeddingsMaxInputs = None,
+    embeddings_max_tokens: h.EmbeddingsMaxTokens = None,
 ) -> None:
     """Run every row of INPUT through the endpoints; write OUTPUT in input order.
 
@@ -46,6 +50,8 @@ def run_cmd(
         raise fail(ConfigError(f"--progress {progress!r}: use auto, rich, plain or off"))
     if api is not None and api not in h.APIS:
         raise fail(ConfigError(f"--api {api!r}: use {', '.join(h.APIS)}"))
+    if batch_fallback is not None and batch_fallback not in h.BATCH_FALLBACKS:
+        raise fail(ConfigError(f"--batch-fallback {batch_fallback!r}: use none or online"))
     settings = _given(
         base_url=base_url,
         model=model,
@@ -59,6 +65,10 @@ def run_cmd(
         max_tokens=max_tokens,
         temperature=temperature,
         max_cost=max_cost,
+        batch_api=batch_api or None,
+        batch_fallback=batch_fallback,
+        embeddings_max_inputs=embeddings_max_inputs,
+        embeddings_max_tokens=embeddings_max_tokens,
     )
     try:
         result = api_run(

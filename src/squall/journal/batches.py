@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import JournalError
+from .rows import StoredRequest, json_value
 from .schema import DONE, journal_error, read_all
 
 ASSIGNED = "assigned"
@@ -303,6 +304,22 @@ class BatchTable:
         ):
             for (index,) in page:
                 yield int(index)
+            last = int(page[-1][0])
+
+    def requests_of(self, chunk: int) -> Iterator[StoredRequest]:
+        """Yield the stored requests of the rows the chunk holds, ascending, in pages.
+
+        To write its file again when the process died before the upload was recorded.
+        """
+        last = -1
+        sql = (
+            "SELECT r.idx, r.line, i.body, i.est_tokens, i.row_model, i.custom_id FROM rows r "
+            "JOIN row_inputs i ON i.idx = r.idx WHERE r.batch_chunk = ? AND r.idx > ? "
+            "ORDER BY r.idx LIMIT 5000"
+        )
+        while page := read_all(self._conn, self._path, sql, (chunk, last), "read a batch"):
+            for r in page:
+                yield StoredRequest(r[0], r[1], json_value(r[2]), r[3], r[4], r[5])
             last = int(page[-1][0])
 
     def records(self, *, live_only: bool = False) -> list[BatchRecord]:

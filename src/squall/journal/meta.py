@@ -32,10 +32,12 @@ class ModelPrice:
 
     input: float = 0.0
     output: float = 0.0
+    batch: float = 0.5
+    """The share the provider's Batch API charges."""
 
     def as_dict(self) -> dict[str, float]:
         """Return the price as `squall.config.Price(**...)` takes it."""
-        return {"input": self.input, "output": self.output}
+        return {"input": self.input, "output": self.output, "batch": self.batch}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,4 +108,8 @@ def _object(get: Callable[[str], str | None], key: str) -> dict[str, Any]:
 def _price(value: Any) -> ModelPrice:
     if not isinstance(value, Mapping):
         raise TypeError(f"a price must be an object, not {value!r}")
-    return ModelPrice(input=float(value.get("input", 0.0)), output=float(value.get("output", 0.0)))
+    return ModelPrice(
+        input=float(value.get("input", 0.0)),
+        output=float(value.get("output", 0.0)),
+        batch=float(value.get("batch", 0.5)),
+    )
