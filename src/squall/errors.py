@@ -11,6 +11,7 @@ SquallError
 ├── MissingExtraError      an optional dependency is missing; the message says what to install
 ├── RunStopped             the run stopped early but cleanly (no usable key, cost cap); resumable
 ├── ServeError             an inference engine could not be started or checked
+├── BatchAPIError          a Files or Batches API call failed; `retryable`: a later try may pass
 └── RequestError           one HTTP request failed (raised by transport, handled by the engine)
     ├── RetryableError
     │   ├── RateLimited        429; carries retry_after when the server sent one
@@ -96,6 +97,22 @@ class RunStopped(SquallError):
 
 class ServeError(SquallError):
     """An inference engine could not be started, or did not become ready."""
+
+
+class BatchAPIError(SquallError):
+    """A call to the provider's Files or Batches API failed; the message says what to do next.
+
+    Attributes:
+        status: the HTTP status, or None when no response arrived (or it could not be read).
+        retryable: True when the same call may pass later (connection lost, timeout, 429, 5xx,
+            an unreadable answer); False when it would fail the same way (a wrong key, an id
+            not on this account, a request the provider refuses).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool) -> None:
+        self.status = status
+        self.retryable = retryable
+        super().__init__(message)
 
 
 class RequestError(SquallError):
