@@ -18,9 +18,11 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from .account import Summary
 from .account import summarize as summarize
+from .batchapi import cancel_batches as _cancel_batches
 from .clock import Clock, MonotonicClock
 from .config import Api, RunConfig
 from .engine import Engine
+from .journal import Journal
 from .passes import output_rows
 from .passes import write_output as write_output
 from .plan import default_journal as default_journal
@@ -28,8 +30,6 @@ from .plan import dry_run as _dry_run
 from .plan import make_plan
 from .plan import resolve_config as resolve_config
 from .progress import Mode, to_html
-from .batchapi import cancel_batches as _cancel_batches
-from .journal import Journal
 from .redact import Redactor
 from .runner import Runner, batch_keys
 from .tokens import estimate_tokens  # noqa: F401  # re-exported for users estimating by hand

@@ -44,6 +44,7 @@ BATCH_SUFFIX = " (batch)"
 """Added to the endpoint name a row records when the provider's Batch API answered it: the
 account prices those tokens at the batch share (`Price.batch`)."""
 
+
 @dataclass(slots=True)  # not frozen: see the module docstring
 class Row:
     """One input row, as read.

@@ -233,7 +233,7 @@ class Runner:
         return report
 
     async def _session(self, jr: Journal, report: IngestReport) -> None:
-        plan, cfg, stats = self._plan, self._plan.cfg, self._stats
+        cfg, stats = self._plan.cfg, self._stats
         if report.new < report.total and report.done < report.total:
             stats.notice(_resuming(report))
         redactor = Redactor([k.key.reveal() for ep in cfg.endpoints for k in ep.keys])
@@ -290,9 +290,7 @@ class Runner:
 
         return fits
 
-    async def _online_session(
-        self, jr: Journal, report: IngestReport, redactor: Redactor
-    ) -> None:
+    async def _online_session(self, jr: Journal, report: IngestReport, redactor: Redactor) -> None:
         plan, cfg, stats = self._plan, self._plan.cfg, self._stats
         pool = self._pool = EndpointPool.from_config(
             plan.pool_cfg, self._clock, notify=stats.notice

@@ -154,7 +154,9 @@ def _error_info(error: RequestError) -> ErrorInfo:
     return ErrorInfo(error.kind, error.status, error.message)
 
 
-async def _collect(ctx: ChunkContext, rec: BatchRecord, info: BatchInfo, client: BatchClient) -> None:
+async def _collect(
+    ctx: ChunkContext, rec: BatchRecord, info: BatchInfo, client: BatchClient
+) -> None:
     """Download the batch's files, journal each line, and release the chunk's rows."""
     files: list[Path] = []
     for name, file_id in (("output", info.output_file_id), ("errors", info.error_file_id)):

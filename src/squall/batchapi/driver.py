@@ -249,7 +249,9 @@ class BatchDriver:
             chunk = ChunkFile.create(path, max_requests=s.max_requests, max_bytes=s.max_bytes)
             estimate = 0.0
             try:
-                for spec in _chain(pending, specs):
+                # Not a for loop over a chained generator: leaving it early would close
+                # `specs` (the journal's pages) with it.
+                while (spec := pending or next(specs, None)) is not None:
                     pending = None
                     line = line_bytes(spec, self._op.batch_url, spec.row_model or key.model)
                     if not chunk.fits(line):
@@ -299,13 +301,9 @@ class BatchDriver:
         return "completed", None
 
 
-def _chain(first: StoredRequest | None, rest: Iterator[StoredRequest]) -> Iterator[StoredRequest]:
-    if first is not None:
-        yield first
-    yield from rest
-
-
-async def cancel_batches(jr: Journal, keys: Sequence[BatchKey], redact: Callable[[str], str]) -> list[str]:
+async def cancel_batches(
+    jr: Journal, keys: Sequence[BatchKey], redact: Callable[[str], str]
+) -> list[str]:
     """Cancel every live batch of the journal at its provider; return a line per batch.
 
     A chunk with no batch recorded is looked up by its metadata first (a run may have died

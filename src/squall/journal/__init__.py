@@ -81,10 +81,10 @@ from .store import Journal
 
 __all__ = [
     "APPLICATION_ID",
-    "BatchRecord",
-    "BatchTable",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "BatchRecord",
+    "BatchTable",
     "IngestItem",
     "IngestReport",
     "IngestRow",

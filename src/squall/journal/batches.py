@@ -2,9 +2,11 @@
 
 A chunk is one batch input file this journal made, and the batch created from it. Its life:
 
-    assign  ->  uploaded  ->  (the provider's statuses: validating, in_progress, ...)  ->  collected
-    rows get    file_id        batch_id recorded, then polled                            lines journaled,
-    the chunk   recorded                                                                  rows released
+    assigned   its rows get the chunk (`assign`)
+    uploaded   its file id is recorded (`set_file`)
+    submitted  its batch id is recorded (`set_batch`), then the provider's statuses as
+               polled (validating, in_progress, finalizing, completed...: `set_status`)
+    collected  its lines are journaled and its rows released (`release`)
 
 Every step is committed before the next call to the provider, which is what keeps a crash at
 any point from paying twice: rows are given their chunk (`rows.batch_chunk`) in the
