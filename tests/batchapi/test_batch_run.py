@@ -112,9 +112,8 @@ def test_rerun_of_a_finished_batch_run_sends_nothing(tmp_path: Path, sim: Simula
 def test_a_failed_batch_leaves_its_rows_to_do_or_sends_them_online(
     tmp_path: Path, simulator: SimulatorFactory
 ) -> None:
-    sim = simulator(
-        SimConfig(keys=(SimKey(key=KEY),), batches=BatchSettings(**{**FAST.__dict__, "p_fail": 1.0}))
-    )
+    failing = BatchSettings(**{**FAST.__dict__, "p_fail": 1.0})
+    sim = simulator(SimConfig(keys=(SimKey(key=KEY),), batches=failing))
     prompts = [f"p{i}" for i in range(8)]
     res = squall.run(prompts, output=tmp_path / "o.jsonl", config=config_for(sim))
     assert res.summary.done == 0 and res.exit_code != 0
