@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import random
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from .account import Summary, cost_of, summarize
@@ -271,11 +271,19 @@ class Runner:
         progress = Progress(stats, tuple, self._clock, mode=self._progress, details=driver.lines)
         async with progress:
             with Interrupts(driver):
-                status, reason = await driver.run(
-                    lambda: jr.iter_todo_requests(retry_failed=self._retry_failed)
-                )
+                status, reason = await driver.run(self._batch_todo(jr))
         self._outcome = EngineOutcome(status, reason)
         return driver.unfinished
+
+    def _batch_todo(self, jr: Journal) -> Callable[[], Iterator[StoredRequest]]:
+        """Return the rows to do of each pass: --retry-failed counts for the first only."""
+        first = [self._retry_failed]
+
+        def todo() -> Iterator[StoredRequest]:
+            retry_failed, first[0] = first[0], False
+            return jr.iter_todo_requests(retry_failed=retry_failed)
+
+        return todo
 
     def _budget(self, stats: RunStats) -> Callable[[float], bool]:
         """Return the --max-cost check of a batch run: spent plus estimates must stay under."""

@@ -98,24 +98,38 @@ async def _submit(ctx: ChunkContext, rec: BatchRecord, client: BatchClient) -> B
             batches.set_batch(rec.chunk, found.id, found.status)
             ctx.stats.notice(f"batch {rec.chunk}: found {found.id} at the provider, adopted")
             return _record(ctx, rec.chunk)
-    file_id = rec.file_id
-    if file_id is None:
-        path = ctx.workdir / f"chunk-{rec.chunk}.jsonl"
-        specs = batches.requests_of(rec.chunk)
-        _, nbytes = write_chunk(path, specs, ctx.kind, ctx.model_of(rec.label))
-        batches.set_file(rec.chunk, nbytes=nbytes, file_id=None)
-        if ctx.stop.is_set():
-            return rec
-        file_id = await client.upload(path, filename=f"squall-{ctx.run_id}-{rec.chunk}.jsonl")
-        batches.set_file(rec.chunk, nbytes=nbytes, file_id=file_id)
-        with contextlib.suppress(OSError):
-            path.unlink()
-    if ctx.stop.is_set():
-        return _record(ctx, rec.chunk)
-    info = await client.create(file_id, ctx.kind, ctx.metadata(rec.chunk))
+    try:
+        file_id = rec.file_id or await _upload(ctx, rec, client)
+        if file_id is None or ctx.stop.is_set():
+            return _record(ctx, rec.chunk)
+        info = await client.create(file_id, ctx.kind, ctx.metadata(rec.chunk))
+    except BatchAPIError as exc:
+        if not exc.retryable:
+            # Refused for good (a wrong key, no Batch API there): no batch was made, so the
+            # rows are freed for another key, a later run, or an online run.
+            batches.set_status(rec.chunk, "refused", completed=0, failed=0, errors=[str(exc)])
+            batches.release(rec.chunk)
+        raise
     batches.set_batch(rec.chunk, info.id, info.status)
     ctx.seen[rec.chunk] = info
     return _record(ctx, rec.chunk)
+
+
+async def _upload(ctx: ChunkContext, rec: BatchRecord, client: BatchClient) -> str | None:
+    """Upload the chunk's file (written again unless it is whole); None if the run stops."""
+    path = ctx.workdir / f"chunk-{rec.chunk}.jsonl"
+    nbytes = rec.bytes
+    if nbytes is None or not path.exists() or path.stat().st_size != nbytes:
+        specs = ctx.jr.batches.requests_of(rec.chunk)
+        _, nbytes = write_chunk(path, specs, ctx.kind, ctx.model_of(rec.label))
+        ctx.jr.batches.set_file(rec.chunk, nbytes=nbytes, file_id=None)
+    if ctx.stop.is_set():
+        return None
+    file_id = await client.upload(path, filename=f"squall-{ctx.run_id}-{rec.chunk}.jsonl")
+    ctx.jr.batches.set_file(rec.chunk, nbytes=nbytes, file_id=file_id)
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return file_id
 
 
 async def _poll(ctx: ChunkContext, rec: BatchRecord, client: BatchClient) -> BatchInfo | None:
@@ -124,7 +138,19 @@ async def _poll(ctx: ChunkContext, rec: BatchRecord, client: BatchClient) -> Bat
     interval = ctx.poll_s
     last: tuple[object, ...] | None = None
     while True:
-        info = await client.get(rec.batch_id)
+        try:
+            info = await client.get(rec.batch_id)
+        except BatchAPIError as exc:
+            if not exc.retryable:
+                raise
+            # The batch goes on at the provider while it cannot be reached: keep polling.
+            ctx.stats.notice(f"batch {rec.chunk}: polling failed ({exc}); trying again")
+            interval = min(interval * 2, ctx.poll_s * 10)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(ctx.stop.wait(), timeout=interval)
+            if ctx.stop.is_set():
+                return None
+            continue
         ctx.seen[rec.chunk] = info
         now = (info.status, info.request_counts)
         if now != last:

@@ -109,6 +109,7 @@ class BatchDriver:
         self._workdir = workdir
         self._stop = asyncio.Event()
         self._reason: str | None = None
+        self._capped: str | None = None
         self._tasks: set[asyncio.Task[BatchRecord]] = set()
         self._ctx: ChunkContext | None = None
         self.unfinished: list[BatchRecord] = []
@@ -187,7 +188,7 @@ class BatchDriver:
             )
             for _ in range(MAX_PASSES):
                 ended = await self._pass(ctx, todo)
-                if self._stop.is_set():
+                if self._stop.is_set() or self._capped:
                     break
                 again = [r for r in ended if r.status in ("failed", "cancelled")]
                 if again:
@@ -218,12 +219,33 @@ class BatchDriver:
                 if t.cancelled():
                     continue
                 exc = t.exception()
-                if exc is not None:
+                if exc is not None and not self._drop_key(exc):
                     self.request_stop(str(exc) if isinstance(exc, SquallError) else "error")
                     self._drain()
                     raise exc
-                results.append(t.result())
+                if exc is None:
+                    results.append(t.result())
         return results
+
+    def _drop_key(self, exc: BaseException) -> bool:
+        """Take a key the provider refused (401/403) out of rotation, if others remain.
+
+        Its chunk was released (no batch was made), so its rows go to the other keys in the
+        next pass. Returns False when this was the last key (the run stops with the error).
+        """
+        if not isinstance(exc, BatchAPIError) or exc.status not in (401, 403):
+            return False
+        if self._ctx is None or len(self._keys) < 2:
+            return False
+        for rec in self._jr.batches.records()[::-1]:
+            if rec.status == "refused" and rec.label in self._keys:
+                del self._keys[rec.label]
+                self._stats.notice(
+                    f"key {rec.label!r} was refused by the Batch API ({exc}): its rows go to "
+                    "the other keys"
+                )
+                return True
+        return False
 
     def _drain(self) -> None:
         for t in list(self._tasks):
@@ -243,7 +265,7 @@ class BatchDriver:
         """Write the rows of `specs` into chunk files, make each a chunk; yield their numbers."""
         s = self._settings
         pending: StoredRequest | None = None
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self._capped is None:
             key = self._pick_key()
             path = self._workdir / "chunk-new.jsonl"
             chunk = ChunkFile.create(path, max_requests=s.max_requests, max_bytes=s.max_bytes)
@@ -266,8 +288,11 @@ class BatchDriver:
                 path.unlink(missing_ok=True)
                 return
             if self._budget is not None and not self._budget(estimate):
+                # No new batch; those made already are still followed and collected.
                 path.unlink(missing_ok=True)
-                self.request_stop("max cost: the next batch's estimate would pass --max-cost")
+                self._capped = (
+                    "max cost: the next batch's estimate (at batch prices) would pass --max-cost"
+                )
                 return
             number = self._jr.batches.assign(
                 chunk.rows, endpoint=key.endpoint, label=key.key_id, kind=self._op.batch_url
@@ -289,6 +314,8 @@ class BatchDriver:
             )
         if self._reason is not None:
             return "stopped", self._reason
+        if self._capped is not None:
+            return "stopped", self._capped
         if self.unfinished:
             names = ", ".join(f"{r.chunk} ({r.status})" for r in self.unfinished)
             return (
