@@ -235,6 +235,7 @@ def test_dry_run_and_max_cost_count_the_batch_share(tmp_path: Path, sim: Simulat
         prompts, config=config_for(sim, max_tokens=100), dry_run=True
     ).summary.cost
     assert online_cost and batch_cost == pytest.approx(online_cost * 0.5)
+    assert batch_cost is not None
     # A cap that holds about one 10-row batch at batch prices (not at online prices).
     cap = batch_cost * 0.6
     res = squall.run(
