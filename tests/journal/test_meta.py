@@ -34,7 +34,7 @@ def test_run_meta_round_trips(path: Path) -> None:
         j.write_run_meta(meta)
     with Journal.open(path, read_only=True) as j:
         assert j.run_meta() == meta
-        assert j.run_meta().prices["gpt-x"].as_dict() == {"input": 1.5, "output": 6.0}
+        assert j.run_meta().prices["gpt-x"].as_dict() == {"input": 1.5, "output": 6.0, "batch": 0.5}
     with Journal.open(path) as j:
         j.write_run_meta(RunMeta(models=meta.models, prices=meta.prices))
         assert j.run_meta().last_stop_reason is None
