@@ -196,12 +196,15 @@ async def _collect(
     model_of = ctx.model_of(rec.label)
     models = {s.index: model_of(s) for s in jr.batches.requests_of(rec.chunk)}
     latency = max(0.0, time.time() - rec.created_at)
+    unrun = 0
     for path in files:
         for res in read_results(path, ctx.operation, keep_raw=ctx.keep_raw, redact=ctx.redact):
             if res.index not in held:
                 continue  # an answer for a row this chunk does not hold (answered twice)
             held.discard(res.index)
-            if res.completion is not None:
+            if res.unexecuted:
+                unrun += 1
+            elif res.completion is not None:
                 c = res.completion
                 model = models.get(res.index, ctx.models[rec.label])
                 jr.record_success(
@@ -225,10 +228,11 @@ async def _collect(
                         retryable=False,
                     )
                     stats.failed += 1
-    left = jr.batches.release(rec.chunk)  # commits the answers and the release together
+    jr.batches.release(rec.chunk)  # commits the answers and the release together
     for path in files:
         with contextlib.suppress(OSError):
             path.unlink()
+    left = unrun + len(held)  # never run (expired, cancelled), or absent from both files
     if left:
         stats.notice(
             f"batch {rec.chunk} ({info.status}): {left} of its rows were not answered and are "

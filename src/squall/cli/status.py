@@ -62,7 +62,12 @@ def batch_table(batches: list[BatchRecord]) -> Table:
     """Return the table of a journal's Batch API batches: status, counts and ids."""
     table = Table(title="Batch API batches", box=None, padding=(0, 1), header_style="dim")
     for col in ("batch", "key", "status", "rows", "done", "failed", "batch id", "file id"):
-        table.add_column(col, justify="right" if col in ("rows", "done", "failed") else "left")
+        # Ids fold rather than end in "…": a user copies them into the provider's console.
+        table.add_column(
+            col,
+            justify="right" if col in ("rows", "done", "failed") else "left",
+            overflow="fold" if col.endswith(" id") else "ellipsis",
+        )
     for b in batches:
         status = b.status + ("" if b.live else ", collected")
         if b.errors:
