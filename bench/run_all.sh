@@ -2,7 +2,7 @@
 # Run every squall benchmark in turn; each prints its table and the ratios measured in the
 # same run, and writes its figures to bench/out/NAME.json. Loopback traffic only.
 #
-#   bench/run_all.sh            # pool, overhead, crash, embeddings, memory at 100k and 1M rows
+#   bench/run_all.sh            # pool, overhead, crash, batchapi, embeddings, memory (100k, 1M rows)
 #   MEMORY_ROWS=100000,300000 bench/run_all.sh   # a shorter memory run
 #
 # Exit status: 0 when squall met every target, else the number of benchmarks that missed.
@@ -14,6 +14,7 @@ missed=0
 "$PY" bench/pool.py || missed=$((missed + 1))
 "$PY" bench/overhead.py || missed=$((missed + 1))
 "$PY" bench/crash.py || missed=$((missed + 1))
+"$PY" bench/batchapi.py || missed=$((missed + 1))
 "$PY" bench/embeddings.py || missed=$((missed + 1))
 "$PY" bench/memory.py --rows "$MEMORY_ROWS" || missed=$((missed + 1))
 echo "benchmarks whose targets squall missed: $missed"
