@@ -87,6 +87,30 @@ class RunResult:
         return pd.DataFrame(list(self.rows()))
 
 
+_SETTINGS = (
+    "model",
+    "api",
+    "template",
+    "system",
+    "max_tokens",
+    "temperature",
+    "params",
+    "max_cost",
+    "base_url",
+    "key_env",
+    "rpm",
+    "tpm",
+    "concurrency",
+    "batch_api",
+    "batch_fallback",
+    "embeddings_max_inputs",
+    "embeddings_max_tokens",
+    "ray",
+    "workers",
+)
+"""`arun`'s keyword settings that `resolve_config` takes, by their RunConfig names."""
+
+
 async def arun(
     data: Any,
     *,
@@ -115,6 +139,8 @@ async def arun(
     batch_fallback: Literal["none", "online"] | None = None,
     embeddings_max_inputs: int | None = None,
     embeddings_max_tokens: int | None = None,
+    ray: str | None = None,
+    workers: int | None = None,
     clock: Clock | None = None,
     on_engine: Callable[[Engine], None] | None = None,
 ) -> RunResult:
@@ -150,13 +176,11 @@ async def arun(
         rpm: requests per minute each of its keys may send (`math.inf`: no limit).
         tpm: tokens per minute each of its keys may use.
         concurrency: requests each of its keys may have in flight.
-        batch_api: send through the provider's own Batch API (/v1/files, /v1/batches) at
-            its batch price (`Price.batch`, OpenAI: half), answered within 24 h; a rerun
-            resumes the batches it made.
-        batch_fallback: "online" sends the rows of batches that ended expired, failed or
-            cancelled through the pooled keys in the same run; "none" leaves them to do.
-        embeddings_max_inputs: embeddings: the most rows packed into one request.
-        embeddings_max_tokens: embeddings: the most estimated tokens in one request.
+        batch_api: send through the provider's Batch API at its batch price (OpenAI: half).
+        batch_fallback: "online": rows of batches that ended unfinished go online at once.
+        embeddings_max_inputs, embeddings_max_tokens: the most rows, estimated tokens a pack.
+        ray: run on Ray: "local", "auto" or a cluster address (limits hold cluster-wide).
+        workers: how many Ray workers (default: the cluster's CPUs, at most 8).
         clock: the clock the run paces by (tests give a fake one).
         on_engine: called with the engine once it is built (to stop it from outside).
 
@@ -164,26 +188,14 @@ async def arun(
         ConfigError, InputError, InputChangedError, JournalError, OutputError: nothing was
             sent that is not journaled; the message says what to do.
     """
-    settings = {
-        "model": model,
-        "api": api,
-        "template": template,
-        "system": system,
-        "max_tokens": max_tokens,
-        "temperature": temperature,
-        "params": dict(params) if params is not None else None,
-        "max_cost": max_cost,
-        "base_url": base_url,
-        "key_env": list(key_env) if key_env is not None else None,
-        "rpm": rpm,
-        "tpm": tpm,
-        "concurrency": concurrency,
-        "batch_api": batch_api,
-        "batch_fallback": batch_fallback,
-        "embeddings_max_inputs": embeddings_max_inputs,
-        "embeddings_max_tokens": embeddings_max_tokens,
-    }
-    cfg = resolve_config(config, {k: v for k, v in settings.items() if v is not None})
+    # The keyword settings, by name: each one `resolve_config` knows, None for not given.
+    given = locals()
+    settings = {name: given[name] for name in _SETTINGS if given[name] is not None}
+    if params is not None:
+        settings["params"] = dict(params)
+    if key_env is not None:
+        settings["key_env"] = list(key_env)
+    cfg = resolve_config(config, settings)
     plan = make_plan(
         data, cfg=cfg, output=output, journal=journal, input_format=input_format, dry_run=dry_run
     )

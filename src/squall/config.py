@@ -168,6 +168,11 @@ class RunConfig(_Frozen):
     """The most lines in one batch input file (OpenAI: 50,000)."""
     batch_max_bytes: int = Field(default=200_000_000, ge=1_000)
     """The most bytes in one batch input file (OpenAI: 200 MB)."""
+    ray: str | None = None
+    """Run on Ray (`pip install "squall[ray]"`): "local" starts a Ray instance here, "auto"
+    joins the running cluster, or a cluster address (`ray://head:10001`)."""
+    workers: int | None = Field(default=None, ge=1)
+    """Ray workers (default: the cluster's CPUs, at most 8)."""
 
     def model_for(self, endpoint: EndpointConfig) -> str:
         """Return the model name to send to `endpoint`."""

@@ -21,7 +21,7 @@ from .batchapi import BatchDriver, BatchKey, BatchSettings
 from .clock import Clock
 from .config import Price, RunConfig
 from .engine import Engine, EngineOutcome
-from .errors import JournalError, SquallError
+from .errors import ConfigError, JournalError, SquallError
 from .events import KeyStats, RunStats
 from .interrupts import Interrupts
 from .journal import (
@@ -237,6 +237,11 @@ class Runner:
         if report.new < report.total and report.done < report.total:
             stats.notice(_resuming(report))
         redactor = Redactor([k.key.reveal() for ep in cfg.endpoints for k in ep.keys])
+        if cfg.ray is not None:
+            if cfg.batch_api:
+                raise ConfigError("--ray and --batch-api do not go together: pick one")
+            await self._ray_session(jr, redactor)
+            return
         if cfg.batch_api:
             unfinished = await self._batch_session(jr, redactor)
             if not (unfinished and cfg.batch_fallback == "online"):
@@ -274,6 +279,23 @@ class Runner:
                 status, reason = await driver.run(self._batch_todo(jr))
         self._outcome = EngineOutcome(status, reason)
         return driver.unfinished
+
+    async def _ray_session(self, jr: Journal, redactor: Redactor) -> None:
+        """Send the rows to do through Ray workers (`squall.ray`); the journal stays here."""
+        from .ray.session import ray_session
+
+        plan, cfg, stats = self._plan, self._plan.cfg, self._stats
+        costs = _CostModel(cfg.prices, plan.models, cfg.max_tokens or 256)
+        self._outcome = await ray_session(
+            plan,
+            jr,
+            stats=stats,
+            clock=self._clock,
+            progress=self._progress,
+            retry_failed=self._retry_failed,
+            cost=costs.cost,
+            targets=targets(plan.pool_cfg, plan.operation),
+        )
 
     def _batch_todo(self, jr: Journal) -> Callable[[], Iterator[StoredRequest]]:
         """Return the rows to do of each pass: --retry-failed counts for the first only."""

@@ -136,6 +136,19 @@ EmbeddingsMaxTokens = Annotated[
     ),
 ]
 
+Ray = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        help='Run on Ray (pip install "squall[ray]"): local (a Ray instance here), auto (the '
+        "running cluster) or a cluster address. Limits hold cluster-wide.",
+    ),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option("--workers", help="Ray workers (default: the cluster's CPUs, at most 8)."),
+]
+
 PROGRESS_MODES = ("auto", "rich", "plain", "off")
 BATCH_FALLBACKS = ("none", "online")
 

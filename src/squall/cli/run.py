@@ -39,6 +39,8 @@ def run_cmd(
     batch_fallback: h.BatchFallback = None,
     embeddings_max_inputs: h.EmbeddingsMaxInputs = None,
     embeddings_max_tokens: h.EmbeddingsMaxTokens = None,
+    ray: h.Ray = None,
+    workers: h.Workers = None,
 ) -> None:
     """Run every row of INPUT through the endpoints; write OUTPUT in input order.
 
@@ -69,6 +71,8 @@ def run_cmd(
         batch_fallback=batch_fallback,
         embeddings_max_inputs=embeddings_max_inputs,
         embeddings_max_tokens=embeddings_max_tokens,
+        ray=ray,
+        workers=workers,
     )
     try:
         result = api_run(

@@ -1,0 +1,195 @@
+"""Every key's budget for a whole cluster: slots handed out in small, evenly spaced slices.
+
+`ClusterBudget` lives in one place (the coordinator actor, `squall.ray.actors`) and is the
+only judge of when each key may send. A worker asks it for a slice of slots (`lease`), each
+a key and the wall-clock time its request may leave; the slots of one key are one pace
+apart across the cluster, whoever holds them, so a provider's one-second window sees the
+key's limit spread evenly rather than one burst per worker. The slots of a slice reach at
+most `horizon_s` ahead: a worker asks again before it runs out, so the coordinator is
+asked once per slice, not per request, and a 429 reported by any worker (`report`) moves
+the key's schedule for all of them within a horizon.
+
+Requests per minute and tokens per minute are paced by `squall.limits.Pace` (the same
+arithmetic as a local run, with its safety margin); concurrency counts slots handed out and
+not yet reported back. A key with no declared rpm is found by `squall.limits.Discovery`, as
+locally. Nothing here imports Ray or reads a clock: callers pass `now` (wall time, which
+every process on a host, and NTP-synced hosts, agree on).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from ..limits import Discovery, Pace
+
+HORIZON_S = 0.5
+"""How far ahead a slice's slots may reach: a 429 can catch the others' slots this late."""
+DEFAULT_COOL_S = 1.0
+"""How long a key waits after a 429 that gave no Retry-After."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyBudget:
+    """One key's limits, as the config declares them (None: not declared).
+
+    Attributes:
+        key: the key's id (`pool.iter_keys`); endpoint: its endpoint's name.
+        model: the model its endpoint sends; pinned: the endpoint names it itself.
+        rpm, tpm: requests and tokens per minute (inf: unlimited; None: rpm discovered,
+            tpm unlimited).
+        concurrency: the most requests in flight on it, cluster-wide.
+    """
+
+    key: str
+    endpoint: str
+    model: str
+    rpm: float | None
+    tpm: float | None
+    concurrency: int
+    pinned: bool = False
+
+
+class Slot(NamedTuple):
+    """A place on one key: its request may leave at `at` (wall time)."""
+
+    key: str
+    at: float
+    tokens: float
+
+
+class Report(NamedTuple):
+    """What became of a slot's request, sent back to the budget.
+
+    Attributes:
+        key: the slot's key.
+        outcome: "ok", "error", "rate_limited", "dead" (the key was refused) or "unused"
+            (the slot was given back without a request).
+        retry_after: seconds a 429 asked to wait, if it said.
+        token_delta: tokens used beyond (positive) or under those booked.
+    """
+
+    key: str
+    outcome: str
+    retry_after: float | None = None
+    token_delta: float = 0.0
+
+
+@dataclass
+class _Key:
+    spec: KeyBudget
+    requests: Pace
+    tokens: Pace
+    discovery: Discovery | None
+    in_flight: int = 0
+    dead: bool = False
+    sent: deque[float] = field(default_factory=deque)  # slot times of the last second
+    ok: int = 0
+    rate_limited: int = 0
+    errors: int = 0
+
+
+class ClusterBudget:
+    """The budgets of every key, handing out slots (see the module docstring)."""
+
+    def __init__(self, keys: list[KeyBudget], *, horizon_s: float = HORIZON_S) -> None:
+        self._keys: dict[str, _Key] = {}
+        for k in keys:
+            discover = k.rpm is None
+            self._keys[k.key] = _Key(
+                k,
+                Pace(None if discover else k.rpm),
+                Pace(k.tpm, guard=False),
+                Discovery() if discover else None,
+            )
+            if discover:
+                self._keys[k.key].requests.set_rate(Discovery.START_RPM)
+        self._horizon = horizon_s
+
+    @property
+    def alive(self) -> int:
+        """How many keys are not dead."""
+        return sum(not k.dead for k in self._keys.values())
+
+    def spec(self, key: str) -> KeyBudget:
+        """Return a key's limits and model."""
+        return self._keys[key].spec
+
+    def lease(self, now: float, n: int, tokens: float) -> list[Slot]:
+        """Return up to `n` slots of `tokens` each, soonest first, none past the horizon.
+
+        Fewer (maybe none) when every key is at its concurrency or its schedule is full up
+        to the horizon; the caller asks again a little later.
+        """
+        out: list[Slot] = []
+        until = now + self._horizon
+        while len(out) < n:
+            best: tuple[float, _Key] | None = None
+            for k in self._keys.values():
+                if k.dead or k.in_flight >= k.spec.concurrency:
+                    continue
+                at = max(now, k.requests.ready_at(now), k.tokens.ready_at(now, tokens))
+                if best is None or at < best[0]:
+                    best = (at, k)
+            if best is None or best[0] > until:
+                break
+            at, k = best
+            k.requests.take(at)
+            k.tokens.take(at, tokens)
+            k.in_flight += 1
+            k.sent.append(at)
+            while k.sent[0] < at - 1.0:
+                k.sent.popleft()
+            if k.discovery is not None:
+                # A worker asks only for what it has rows for: the key is kept busy.
+                rpm = k.discovery.on_sent(at, True)
+                if rpm is not None:
+                    k.requests.set_rate(rpm)
+            out.append(Slot(k.spec.key, at, tokens))
+        return out
+
+    def report(self, now: float, reports: list[Report]) -> None:
+        """Take back slots with what became of their requests."""
+        for r in reports:
+            k = self._keys.get(r.key)
+            if k is None:
+                continue
+            k.in_flight = max(0, k.in_flight - 1)
+            if r.token_delta:
+                k.tokens.adjust(r.token_delta)
+            if r.outcome == "ok":
+                k.ok += 1
+            elif r.outcome == "rate_limited":
+                k.rate_limited += 1
+                self._cool(k, now, r.retry_after)
+            elif r.outcome == "dead":
+                k.dead = True
+                k.errors += 1
+            elif r.outcome == "error":
+                k.errors += 1
+
+    def _cool(self, k: _Key, now: float, retry_after: float | None) -> None:
+        wait = retry_after if retry_after is not None and retry_after > 0 else DEFAULT_COOL_S
+        if k.discovery is not None:
+            while k.sent and k.sent[0] < now - 1.0:
+                k.sent.popleft()
+            rpm = k.discovery.on_rate_limited(now, len(k.sent) * 60.0)
+            k.requests.set_rate(rpm)
+        k.requests.push_back(now + wait)
+
+    def stats(self) -> list[tuple[str, str, int, int, int, int, float | None]]:
+        """Return (key, state, in flight, ok, 429s, errors, rpm) for each key."""
+        return [
+            (
+                name,
+                "dead" if k.dead else "active",
+                k.in_flight,
+                k.ok,
+                k.rate_limited,
+                k.errors,
+                k.requests.per_minute if not math.isinf(k.requests.per_minute or 0) else None,
+            )
+            for name, k in self._keys.items()
+        ]

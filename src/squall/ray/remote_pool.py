@@ -1,0 +1,133 @@
+"""`RemotePool`: the engine's `PoolPort` in a worker, leasing slots from the coordinator.
+
+The engine in each worker asks this pool for a lease per request, as it asks the local pool;
+this pool hands out slots it leased from the cluster's coordinator (`ClusterBudget`) a slice
+at a time, and waits until a slot's time before handing it on, so the requests of every
+worker on a key leave one pace apart. What each request taught (an answer, a 429, a dead key)
+goes back to the coordinator with the next lease call, or at once for a 429 or a dead key:
+the key's schedule then moves for every worker, and this worker drops the slots it still
+holds on that key, so a cooled key sees no burst from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+
+from ..errors import RunStopped
+from ..limits import RateInfo
+from ..ports import Lease, Refusal, Usage
+from .budget import KeyBudget, Report, Slot
+
+LeaseFn = Callable[[int, float, list[Report]], Awaitable[tuple[list[Slot], int]]]
+"""Asks the coordinator for `n` slots of `tokens`, handing it reports; returns (slots, keys
+alive)."""
+ReportFn = Callable[[list[Report]], Awaitable[None]]
+
+RETRY_EMPTY_S = 0.02
+"""How long to wait before asking again when the coordinator had no slot to give."""
+
+
+class RemotePool:
+    """A `PoolPort` over the cluster's coordinator (see the module docstring).
+
+    Args:
+        lease: the coordinator's lease call.
+        report: the coordinator's report call (for what must be known at once).
+        keys: each key's limits and model, by key id.
+        slice_size: the most slots asked for at once.
+        now: the clock the pool and the engine share (monotonic seconds).
+    """
+
+    def __init__(
+        self,
+        lease: LeaseFn,
+        report: ReportFn,
+        keys: Mapping[str, KeyBudget],
+        *,
+        slice_size: int = 32,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lease = lease
+        self._report = report
+        self._keys = dict(keys)
+        self._slice = slice_size
+        self._now = now
+        self._slots: deque[Slot] = deque()
+        self._reports: list[Report] = []
+        self._waiting = 0
+        self._refill: asyncio.Lock | None = None
+        self._alive = len(keys)
+        self.max_in_flight = sum(k.concurrency for k in keys.values())
+
+    async def acquire(self, prompt_tokens: int, max_tokens: int | None) -> Lease:
+        """Wait for a slot on some key; return its lease when its time has come.
+
+        Raises:
+            RunStopped: every key is dead.
+        """
+        tokens = float(prompt_tokens + (max_tokens or 0))
+        self._waiting += 1
+        try:
+            while not self._slots:
+                await self._fill(tokens)
+            slot = self._slots.popleft()
+        finally:
+            self._waiting -= 1
+        delay = slot.at - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        spec = self._keys[slot.key]
+        return Lease(
+            slot.key, spec.endpoint, spec.model, slot.tokens, self._now(), pinned=spec.pinned
+        )
+
+    async def _fill(self, tokens: float) -> None:
+        if self._refill is None:
+            self._refill = asyncio.Lock()
+        async with self._refill:
+            if self._slots:
+                return
+            if self._alive == 0:
+                raise RunStopped("every key was refused (401/403): check the keys")
+            reports, self._reports = self._reports, []
+            want = min(self._slice, max(1, self._waiting))
+            slots, self._alive = await self._lease(want, tokens, reports)
+            if self._alive == 0 and not slots:
+                raise RunStopped("every key was refused (401/403): check the keys")
+            if not slots:
+                await asyncio.sleep(RETRY_EMPTY_S)
+            self._slots.extend(slots)
+
+    async def release_ok(self, lease: Lease, usage: Usage, rate: RateInfo | None) -> None:
+        """Hand back a lease after an answer; the tokens used correct the key's booking."""
+        used = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
+        delta = float(used) - lease.tokens if usage.prompt_tokens is not None else 0.0
+        self._reports.append(Report(lease.key, "ok", token_delta=delta))
+
+    async def release_error(self, lease: Lease, refusal: Refusal) -> None:
+        """Hand back a lease after a failure; a 429 or a dead key is told to all at once."""
+        if refusal.rate_limited:
+            report = Report(lease.key, "rate_limited", retry_after=refusal.retry_after)
+        elif refusal.dead_key:
+            report = Report(lease.key, "dead")
+        else:
+            self._reports.append(Report(lease.key, "error"))
+            return
+        # This worker's other slots on the key are given back unused: they were booked
+        # before the key was cooled (or died) and would only meet the same answer.
+        dropped = [s for s in self._slots if s.key == lease.key]
+        self._slots = deque(s for s in self._slots if s.key != lease.key)
+        urgent = [report, *(Report(s.key, "unused") for s in dropped), *self._reports]
+        self._reports = []
+        await self._report(urgent)
+
+    async def close(self) -> None:
+        """Give back every slot not used, with the reports not sent yet."""
+        unused = [Report(s.key, "unused") for s in self._slots]
+        self._slots.clear()
+        reports, self._reports = [*self._reports, *unused], []
+        if reports:
+            await self._report(reports)
