@@ -178,7 +178,8 @@ async def arun(
         concurrency: requests each of its keys may have in flight.
         batch_api: send through the provider's Batch API at its batch price (OpenAI: half).
         batch_fallback: "online": rows of batches that ended unfinished go online at once.
-        embeddings_max_inputs, embeddings_max_tokens: the most rows, estimated tokens a pack.
+        embeddings_max_inputs: embeddings: the most rows a request packs.
+        embeddings_max_tokens: embeddings: the most estimated tokens a request packs.
         ray: run on Ray: "local", "auto" or a cluster address (limits hold cluster-wide).
         workers: how many Ray workers (default: the cluster's CPUs, at most 8).
         clock: the clock the run paces by (tests give a fake one).
