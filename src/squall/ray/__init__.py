@@ -7,5 +7,9 @@ or `squall.ray.process(ds, config=...)` for a Ray Dataset. Only this package imp
 One job per module: `budget` (every key's slots, pure arithmetic), `remote_pool` (the
 engine's pool port in a worker, leasing slices of slots), `actors` (the coordinator and the
 worker, plain classes), `cluster` (connecting, starting the actors), `driver` (rows out,
-events into the journal), `session` (the wiring of a run).
+events into the journal), `session` (the wiring of a run), `process` (Ray Data).
 """
+
+from .process import process
+
+__all__ = ["process"]
