@@ -46,7 +46,9 @@ def test_process_gives_a_local_runs_answers_and_a_rerun_sends_nothing(
     tmp_path: Path, simulator: SimulatorFactory, local_ray: Any
 ) -> None:
     sim = simulator(SimConfig(keys=(SimKey(key=KEY),)))
-    items = [{"id": i, "prompt": f"row {i}: what is {i} + {i % 7}?"} for i in range(10_000)]
+    items: list[dict[str, Any]] = [
+        {"id": i, "prompt": f"row {i}: what is {i} + {i % 7}?"} for i in range(10_000)
+    ]
     local = squall.run(items, output=tmp_path / "local.jsonl", config=config_for(sim))
     want = {r["id"]: r["response"] for r in local.rows()}
     assert want == {it["id"]: expected_answer(it["prompt"]) for it in items}
