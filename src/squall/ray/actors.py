@@ -49,16 +49,22 @@ class Coordinator:
     def __init__(self, keys: list[KeyBudget]) -> None:
         self._budget = ClusterBudget(keys)
 
-    def lease(self, n: int, tokens: float, reports: list[Report]) -> tuple[list[Slot], int]:
+    def lease(
+        self, n: int, tokens: float, reports: list[Report], worker: int = 0
+    ) -> tuple[list[Slot], int]:
         """Take `reports` back, then return up to `n` slots and how many keys are alive."""
         now = time.time()
         if reports:
-            self._budget.report(now, reports)
-        return self._budget.lease(now, n, tokens), self._budget.alive
+            self._budget.report(now, reports, worker)
+        return self._budget.lease(now, n, tokens, worker), self._budget.alive
 
-    def report(self, reports: list[Report]) -> None:
+    def report(self, reports: list[Report], worker: int = 0) -> None:
         """Take back slots with what became of them (a 429 or a dead key, at once)."""
-        self._budget.report(time.time(), reports)
+        self._budget.report(time.time(), reports, worker)
+
+    def forget(self, worker: int) -> int:
+        """Take back the slots of a lost worker; return how many it held."""
+        return self._budget.forget(worker)
 
     def stats(self) -> list[tuple[str, str, int, int, int, int, float | None]]:
         """Return each key's (id, state, in flight, ok, 429s, errors, rpm)."""
@@ -188,11 +194,13 @@ class Worker:
         coordinator = self._coordinator
 
         async def lease(n: int, tokens: float, reports: list[Report]) -> tuple[list[Slot], int]:
-            result: tuple[list[Slot], int] = await coordinator.lease.remote(n, tokens, reports)
+            result: tuple[list[Slot], int] = await coordinator.lease.remote(
+                n, tokens, reports, self.number
+            )
             return result
 
         async def report(reports: list[Report]) -> None:
-            await coordinator.report.remote(reports)
+            await coordinator.report.remote(reports, self.number)
 
         self._pool = RemotePool(lease, report, s.keys)
         transport = Transport(

@@ -19,7 +19,7 @@ every process on a host, and NTP-synced hosts, agree on).
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -107,6 +107,8 @@ class ClusterBudget:
             if discover:
                 self._keys[k.key].requests.set_rate(Discovery.START_RPM)
         self._horizon = horizon_s
+        # Each worker's slots not reported back yet, by key: a lost worker's are forgotten.
+        self._held: dict[int, Counter[str]] = {}
 
     @property
     def alive(self) -> int:
@@ -117,7 +119,7 @@ class ClusterBudget:
         """Return a key's limits and model."""
         return self._keys[key].spec
 
-    def lease(self, now: float, n: int, tokens: float) -> list[Slot]:
+    def lease(self, now: float, n: int, tokens: float, worker: int = 0) -> list[Slot]:
         """Return up to `n` slots of `tokens` each, soonest first, none past the horizon.
 
         Fewer (maybe none) when every key is at its concurrency or its schedule is full up
@@ -139,6 +141,7 @@ class ClusterBudget:
             k.requests.take(at)
             k.tokens.take(at, tokens)
             k.in_flight += 1
+            self._held.setdefault(worker, Counter())[k.spec.key] += 1
             k.sent.append(at)
             while k.sent[0] < at - 1.0:
                 k.sent.popleft()
@@ -150,13 +153,15 @@ class ClusterBudget:
             out.append(Slot(k.spec.key, at, tokens))
         return out
 
-    def report(self, now: float, reports: list[Report]) -> None:
+    def report(self, now: float, reports: list[Report], worker: int = 0) -> None:
         """Take back slots with what became of their requests."""
+        held = self._held.setdefault(worker, Counter())
         for r in reports:
             k = self._keys.get(r.key)
             if k is None:
                 continue
             k.in_flight = max(0, k.in_flight - 1)
+            held[r.key] = max(0, held[r.key] - 1)
             if r.token_delta:
                 k.tokens.adjust(r.token_delta)
             if r.outcome == "ok":
@@ -169,6 +174,14 @@ class ClusterBudget:
                 k.errors += 1
             elif r.outcome == "error":
                 k.errors += 1
+
+    def forget(self, worker: int) -> int:
+        """Take back every slot a lost worker held (it will never report them); return them."""
+        held = self._held.pop(worker, Counter())
+        for key, n in held.items():
+            k = self._keys[key]
+            k.in_flight = max(0, k.in_flight - n)
+        return sum(held.values())
 
     def _cool(self, k: _Key, now: float, retry_after: float | None) -> None:
         wait = retry_after if retry_after is not None and retry_after > 0 else DEFAULT_COOL_S

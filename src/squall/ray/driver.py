@@ -228,6 +228,9 @@ class RayDriver:
             if w.alive:
                 w.alive = False
                 self._lost_workers += 1
+                # Its slots will never be reported back: free its share of each key.
+                with contextlib.suppress(Exception):
+                    self._coordinator.forget.remote(w.number)
                 self._stats.notice(
                     f"Ray worker {w.number} was lost ({type(exc).__name__}): its "
                     f"{len(open_rows)} unanswered rows go to the other workers"
