@@ -286,7 +286,7 @@ class Runner:
 
         plan, cfg, stats = self._plan, self._plan.cfg, self._stats
         costs = _CostModel(cfg.prices, plan.models, cfg.max_tokens or 256)
-        self._outcome = await ray_session(
+        self._outcome, self._keys = await ray_session(
             plan,
             jr,
             stats=stats,

@@ -41,6 +41,7 @@ class KeyBudget:
         rpm, tpm: requests and tokens per minute (inf: unlimited; None: rpm discovered,
             tpm unlimited).
         concurrency: the most requests in flight on it, cluster-wide.
+        masked: the key as squall shows it (`sk-...abcd`), for the account.
     """
 
     key: str
@@ -50,6 +51,7 @@ class KeyBudget:
     tpm: float | None
     concurrency: int
     pinned: bool = False
+    masked: str = ""
 
 
 class Slot(NamedTuple):

@@ -119,7 +119,7 @@ class RayDriver:
                 KeyStats(
                     label=key,
                     endpoint=spec.endpoint,
-                    masked_key=key,
+                    masked_key=spec.masked or key,
                     state=KeyState.DEAD if state == "dead" else KeyState.ACTIVE,
                     in_flight=in_flight,
                     sent=ok + limited + errors,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from ..clock import Clock
 from ..config import RunConfig
 from ..engine import EngineOutcome
-from ..events import RunStats
+from ..events import KeyStats, RunStats
 from ..interrupts import Interrupts
 from ..journal import Journal
 from ..plan import Plan
@@ -42,6 +42,7 @@ def key_budgets(cfg: RunConfig, models: Mapping[str, str]) -> dict[str, KeyBudge
             tpm=None if tpm is None or math.isinf(tpm) else tpm,
             concurrency=key.max_concurrency or ep.max_concurrency,
             pinned=ep.model is not None,
+            masked=key.key.masked,
         )
     return out
 
@@ -61,8 +62,10 @@ async def ray_session(
     retry_failed: bool,
     cost: Callable[[str, int, int], float],
     targets: dict[str, Target],
-) -> EngineOutcome:
-    """Run the rows to do on the Ray cluster `plan.cfg.ray` names; return how it ended.
+) -> tuple[EngineOutcome, tuple[KeyStats, ...]]:
+    """Run the rows to do on the Ray cluster `plan.cfg.ray` names.
+
+    Returns how it ended, and each key's cluster-wide counters (for the account).
 
     Raises:
         MissingExtraError: Ray is not installed; ConfigError: no cluster there, or a
@@ -96,4 +99,5 @@ async def ray_session(
     stats.notice(f"on Ray: {workers} worker(s), cluster-wide limits per key")
     async with Progress(stats, driver.keys, clock, mode=progress, details=driver.lines):
         with Interrupts(driver):
-            return await driver.run(_todo(jr, retry_failed))
+            outcome = await driver.run(_todo(jr, retry_failed))
+    return outcome, driver.keys()
