@@ -174,3 +174,33 @@ def test_ctrl_c_while_polling_leaves_the_batches_live_then_the_rerun_collects_th
         assert "squall batch cancel" in text
         assert any(r.live and r.batch_id for r in journal_batches(journal))
         resume_and_check(tmp_path, sim, rows)
+
+
+def test_two_ctrl_c_during_create_cut_the_call_then_the_rerun_adopts_the_batch(
+    tmp_path: Path,
+) -> None:
+    with simulator(tmp_path, batches(create_reply_delay_s=1.5)) as sim:
+        rows = prepare(tmp_path, sim)
+        log = tmp_path / "run.log"
+        proc = start_squall(*ARGS, cwd=tmp_path, log=log)
+        try:
+            kill_when(
+                proc, lambda: bool(sim.events("batch_create")), "a batch created", sig=signal.SIGINT
+            )
+            # A second signal sent at once could merge with the first while it is pending.
+            time.sleep(0.3)
+            assert proc.poll() is None, "the first Ctrl-C ended the run before the replies came"
+            proc.send_signal(signal.SIGINT)  # the second cuts the create calls still waiting
+            code = proc.wait(timeout=WAIT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=WAIT)
+        text = one_line(log.read_text(encoding="utf-8"))
+        assert code == 130, text
+        assert "still live at the provider" in text, text
+        recs = journal_batches(journal_of(tmp_path))
+        created = {e.batch_id for e in sim.events("batch_create")}
+        assert not {r.batch_id for r in recs} & created  # no reply came before the cut
+        resume_and_check(tmp_path, sim, rows)
+        assert created <= {r.batch_id for r in journal_batches(journal_of(tmp_path))}
