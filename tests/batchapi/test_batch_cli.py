@@ -288,3 +288,51 @@ def test_completions_through_the_batch_api(tmp_path: Path) -> None:
         assert len(creates) == 1 and creates[0].kind == "/v1/completions"
         assert len(sim.events("batch_line")) == 10
         assert not sim.events("request")
+
+
+def test_batch_cancel_after_a_kill_during_create_cancels_the_batch_the_journal_missed(
+    tmp_path: Path,
+) -> None:
+    with simulator(tmp_path, batches(create_reply_delay_s=1.5, line_s=0.05)) as sim:
+        config(tmp_path, sim, batch_max_requests=100)
+        rows = write_rows(tmp_path / "in.jsonl", 250)  # chunks of 100, 100, 50
+        journal = journal_of(tmp_path)
+        proc = start_squall(*RUN, "--batch-api", cwd=tmp_path, log=tmp_path / "run.log")
+        try:
+            kill_when(proc, lambda: bool(sim.events("batch_create")), "a batch created")
+            assert proc.wait(timeout=WAIT_S) == -signal.SIGKILL
+        finally:
+            stop(proc)
+        assert not any(r.batch_id for r in journal_batches(journal))
+
+        res = run_squall("batch", "cancel", journal, "-c", "squall.toml", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        created = {e.batch_id for e in sim.events("batch_create")}
+        assert created
+        # Every batch the provider made is cancelled, though the journal never learnt its id.
+        assert wait_until(
+            lambda: all(sim.get(f"/batches/{b}")["status"] == "cancelled" for b in created),
+            step=0.05,
+        ), [sim.get(f"/batches/{b}")["status"] for b in created]
+        for b in created:
+            assert b in res.stderr, res.stderr
+        assert {r.batch_id for r in journal_batches(journal)} - {None} == created
+        assert len(sim.events("batch_line")) < len(rows)
+
+        # One rerun collects the cancelled batches (their rows left to do), the next sends
+        # the rest; a chunk never submitted was released by the cancel at once.
+        res = run_squall(*RUN, "--batch-api", cwd=tmp_path)
+        assert res.returncode == 1, res.stderr
+        assert "ended unfinished" in one_line(res.stderr), res.stderr
+        res = run_squall(*RUN, "--batch-api", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        out = read_jsonl(tmp_path / "out.jsonl")
+        assert [r["response"] for r in out] == [expected_answer(str(r["prompt"])) for r in rows]
+        per_id = Counter(e.custom_id for e in sim.events("batch_line"))
+        assert set(per_id) == {f"squall-{i}" for i in range(len(rows))}
+        assert set(per_id.values()) == {1}, "a line was answered in two batches"
+        recs = journal_batches(journal)
+        creates = sim.events("batch_create")
+        assert len(creates) == len({e.batch_id for e in creates})
+        assert {e.batch_id for e in creates} == {r.batch_id for r in recs} - {None}
+        assert not sim.events("request")
