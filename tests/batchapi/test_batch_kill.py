@@ -9,6 +9,7 @@ row sent online, and as many batches created as the journal has chunks: none pai
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from .support import (
     run_squall,
     simulator,
     start_squall,
+    wait_until,
     write_config,
     write_rows,
 )
@@ -156,12 +158,18 @@ def test_sigkill_while_downloading_then_resume(tmp_path: Path) -> None:
 def test_ctrl_c_while_polling_leaves_the_batches_live_then_the_rerun_collects_them(
     tmp_path: Path,
 ) -> None:
-    with simulator(tmp_path, batches(line_s=0.01)) as sim:
+    with simulator(tmp_path, batches(line_s=0.03)) as sim:  # 3 s a chunk of 100
         rows = prepare(tmp_path, sim)
         journal = journal_of(tmp_path)
         log = tmp_path / "run.log"
         proc = start_squall(*ARGS, cwd=tmp_path, log=log)
         try:
+            assert wait_until(lambda: proc.poll() is not None or in_progress(journal))
+            # `squall status` reads the journal while the run holds it.
+            res = run_squall("status", journal, "--json", cwd=tmp_path)
+            assert res.returncode == 0, res.stderr
+            live = [b for b in json.loads(res.stdout)["batches"] if b["live"]]
+            assert any(b["batch_id"] and b["status"] == "in_progress" for b in live), live
             kill_when(proc, lambda: in_progress(journal), "a batch in_progress", sig=signal.SIGINT)
             code = proc.wait(timeout=WAIT)
         finally:
@@ -173,6 +181,11 @@ def test_ctrl_c_while_polling_leaves_the_batches_live_then_the_rerun_collects_th
         assert "still live at the provider" in text, text
         assert "squall batch cancel" in text
         assert any(r.live and r.batch_id for r in journal_batches(journal))
+        res = run_squall("status", journal, "--json", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        account = json.loads(res.stdout)
+        assert account["status"] == "interrupted"
+        assert any(b["live"] and b["batch_id"] for b in account["batches"])
         resume_and_check(tmp_path, sim, rows)
 
 
