@@ -27,7 +27,6 @@ from .support import (
     run_squall,
     simulator,
     start_squall,
-    wait_until,
     write_config,
     write_rows,
 )
@@ -132,7 +131,7 @@ def in_progress(journal: Path) -> bool:
 
 
 def test_sigkill_while_polling_then_resume(tmp_path: Path) -> None:
-    with simulator(tmp_path, batches(line_s=0.01)) as sim:
+    with simulator(tmp_path, batches(line_s=0.02)) as sim:
         rows = prepare(tmp_path, sim)
         journal = journal_of(tmp_path)
         recs = kill_then_resume(tmp_path, sim, lambda: in_progress(journal), "a batch in_progress")
@@ -164,12 +163,6 @@ def test_ctrl_c_while_polling_leaves_the_batches_live_then_the_rerun_collects_th
         log = tmp_path / "run.log"
         proc = start_squall(*ARGS, cwd=tmp_path, log=log)
         try:
-            assert wait_until(lambda: proc.poll() is not None or in_progress(journal))
-            # `squall status` reads the journal while the run holds it.
-            res = run_squall("status", journal, "--json", cwd=tmp_path)
-            assert res.returncode == 0, res.stderr
-            live = [b for b in json.loads(res.stdout)["batches"] if b["live"]]
-            assert any(b["batch_id"] and b["status"] == "in_progress" for b in live), live
             kill_when(proc, lambda: in_progress(journal), "a batch in_progress", sig=signal.SIGINT)
             code = proc.wait(timeout=WAIT)
         finally:
