@@ -272,6 +272,7 @@ class Runner:
             estimate=costs.estimate_stored if cfg.max_cost is not None else None,
             budget=self._budget(stats) if cfg.max_cost is not None else None,
             workdir=batch_workdir(plan.journal),
+            fallback_online=cfg.batch_fallback == "online",
         )
         progress = Progress(stats, tuple, self._clock, mode=self._progress, details=driver.lines)
         async with progress:
@@ -365,6 +366,13 @@ class Runner:
             async with Progress(stats, pool.statistics, self._clock, mode=self._progress):
                 with Interrupts(engine):
                     self._outcome = await engine.run(specs)
+        if held and self._outcome.status == "completed":
+            self._outcome = EngineOutcome(
+                "stopped",
+                f"{held} rows are in live Batch API batches and were not sent online: run "
+                "with --batch-api to collect them, or cancel them with `squall batch cancel "
+                "JOURNAL -c CONFIG`",
+            )
 
     def _account(self, jstats: JournalStats, wall_s: float) -> Summary:
         plan, report, keys, reason = self._plan, self._report, self._keys, self._outcome.reason

@@ -5,10 +5,10 @@ by an earlier run that stopped or died: they are resumed, never made again), the
 rows still to do into new chunks of at most `batch_max_requests` lines and
 `batch_max_bytes` bytes, each given to the key whose account holds the fewest live rows
 (so batches spread over the keys), and advances every chunk at once (`chunk.advance`). A
-pass ends when all its chunks are collected. Rows an expired batch never ran, or whose line
-failed with a transient error, are sent in the next pass (at most `MAX_PASSES`); rows of a
-batch that failed or was cancelled are left to do (the runner may send them online:
-`batch_fallback = "online"`).
+pass ends when all its chunks are collected. Rows a batch left unanswered (it expired,
+failed or was cancelled) or whose line failed with a transient error are submitted again in
+the next pass, at most `MAX_PASSES` a run; with `batch_fallback = "online"` the passes end
+at the first batch that ended unfinished, and the runner sends what is left online.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from .client import BatchClient
 from .lines import ChunkFile, line_bytes
 
 MAX_PASSES = 3
-"""Passes in one run: a batch that expired is sent again at most this often."""
+"""Passes in one run: rows a batch left unfinished are submitted again at most this often."""
+UNFINISHED = frozenset({"expired", "failed", "cancelled"})
+"""How a batch may end with rows it never answered (they are to do again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,8 @@ class BatchDriver:
         budget: returns whether a chunk of rows whose estimated cost is given may still be
             made (the --max-cost check); None: no cap.
         workdir: where batch files are written and downloaded (next to the journal).
+        fallback_online: end the passes at the first batch that ends unfinished (the runner
+            then sends the rows left online).
     """
 
     def __init__(
@@ -96,8 +100,10 @@ class BatchDriver:
         estimate: Callable[[StoredRequest], float] | None,
         budget: Callable[[float], bool] | None,
         workdir: Path,
+        fallback_online: bool = False,
     ) -> None:
         self._jr = jr
+        self._fallback_online = fallback_online
         self._keys = {k.key_id: k for k in keys}
         self._op = operation
         self._settings = settings
@@ -113,7 +119,7 @@ class BatchDriver:
         self._tasks: set[asyncio.Task[BatchRecord]] = set()
         self._ctx: ChunkContext | None = None
         self.unfinished: list[BatchRecord] = []
-        """Chunks that ended failed or cancelled this run: their rows are still to do."""
+        """Chunks that ended expired, failed or cancelled this run."""
 
     # -- control (Ctrl-C, as the engine's) -----------------------------------------------------
 
@@ -190,10 +196,10 @@ class BatchDriver:
                 ended = await self._pass(ctx, todo)
                 if self._stop.is_set() or self._capped:
                     break
-                again = [r for r in ended if r.status in ("failed", "cancelled")]
-                if again:
-                    self.unfinished.extend(again)
-                    break
+                unfinished = [r for r in ended if r.status in UNFINISHED]
+                self.unfinished.extend(unfinished)
+                if unfinished and self._fallback_online:
+                    break  # the runner sends what they left online
                 if next(iter(todo()), None) is None:
                     break
         return self._outcome(todo)
@@ -316,16 +322,15 @@ class BatchDriver:
             return "stopped", self._reason
         if self._capped is not None:
             return "stopped", self._capped
-        if self.unfinished:
-            names = ", ".join(f"{r.chunk} ({r.status})" for r in self.unfinished)
-            return (
-                "stopped",
-                f"batch(es) {names} ended unfinished: their rows are left to do; run the same "
-                "command to submit them again, or add --batch-fallback online",
-            )
-        if next(iter(todo()), None) is not None:
-            return "stopped", f"rows are still to do after {MAX_PASSES} passes: run again"
-        return "completed", None
+        if next(iter(todo()), None) is None:
+            return "completed", None
+        names = ", ".join(f"{r.chunk} ({r.status})" for r in self.unfinished[-5:])
+        return (
+            "stopped",
+            f"rows are still to do after {MAX_PASSES} passes"
+            + (f"; batch(es) {names} ended unfinished" if names else "")
+            + ": run the same command to submit them again, or add --batch-fallback online",
+        )
 
 
 async def cancel_batches(
