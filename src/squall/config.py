@@ -160,8 +160,9 @@ class RunConfig(_Frozen):
     """Send through the provider's own Batch API (/v1/files, /v1/batches): its price share
     (`Price.batch`), answers within 24 h."""
     batch_fallback: Literal["none", "online"] = "none"
-    """Rows of a batch that ended expired, failed or cancelled: left to do ("none"), or sent
-    online through the pool in the same run ("online")."""
+    """Rows a batch left when it ended expired, failed or cancelled: submitted again in a
+    new batch ("none", up to 3 passes a run), or sent online through the pool at once
+    ("online")."""
     batch_poll_s: float = Field(default=60.0, gt=0.0)
     """Seconds between polls of a live batch (backing off to 10x while nothing changes)."""
     batch_max_requests: int = Field(default=50_000, ge=1, le=50_000)

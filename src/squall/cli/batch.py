@@ -26,7 +26,8 @@ def cancel_cmd(
     """Cancel every live batch a run made (the config must hold the keys they were made with).
 
     The next `squall run` of the same command collects what each batch answered before it
-    was cancelled, and leaves the rest to do (or sends it online with --batch-fallback online).
+    was cancelled and submits the rest in a new batch (or, with --batch-fallback online,
+    sends it online).
     """
     from ..api import cancel_batches
 

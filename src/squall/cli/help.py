@@ -118,8 +118,9 @@ BatchFallback = Annotated[
     str | None,
     typer.Option(
         "--batch-fallback",
-        help="Rows of a batch that ended expired, failed or cancelled: none (left to do, the "
-        "default) or online (sent through the pooled keys in the same run).",
+        help="Rows a batch left when it ended expired, failed or cancelled: none (submitted "
+        "again in a new batch, up to 3 passes a run; the default) or online (sent through the "
+        "pooled keys at once).",
     ),
 ]
 EmbeddingsMaxInputs = Annotated[
@@ -140,7 +141,7 @@ Ray = Annotated[
     str | None,
     typer.Option(
         "--ray",
-        help='Run on Ray (pip install "squall[ray]"): local (a Ray instance here), auto (the '
+        help='Run on Ray (pip install "squall\\[ray]"): local (a Ray instance here), auto (the '
         "running cluster) or a cluster address. Limits hold cluster-wide.",
     ),
 ]
