@@ -224,7 +224,9 @@ class RayDriver:
                 self._apply(events, open_rows, w)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a lost worker (RayActorError) or its node
+        except Exception as exc:
+            if not self._lost(exc):
+                raise  # an error in squall itself, not a lost process: stop the run
             if w.alive:
                 w.alive = False
                 self._lost_workers += 1
@@ -240,6 +242,17 @@ class RayDriver:
             w.busy -= 1
             w.rows.difference_update(s.index for s in batch)
             self._stats.in_flight -= len(batch)
+
+    def _lost(self, exc: BaseException) -> bool:
+        """True when `exc` says a worker's process or node is gone (not a bug of ours)."""
+        errors = self._ray.exceptions
+        lost = (
+            errors.RayActorError,
+            errors.ActorUnavailableError,
+            errors.ObjectLostError,
+            errors.NodeDiedError,
+        )
+        return isinstance(exc, lost)
 
     def _apply(
         self, events: list[Event], open_rows: dict[int, RequestSpec], w: _WorkerState
