@@ -177,7 +177,14 @@ class RayDriver:
                     return
                 source_done = False  # rows came back from a lost worker: hand them out
                 continue
-            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                self._tasks.discard(t)
+                if not t.cancelled() and t.exception() is not None:
+                    self.request_stop("error")
+                    for other in self._tasks:
+                        other.cancel()
+                    raise t.exception()  # type: ignore[misc]
 
     def _fill(self, todo: Iterator[RequestSpec]) -> bool:
         """Hand out batches, one per worker in turn; return True once `todo` ran dry."""
@@ -212,7 +219,6 @@ class RayDriver:
         self._stats.in_flight += len(batch)
         task = asyncio.ensure_future(self._follow(w, batch))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _follow(self, w: _WorkerState, batch: list[RequestSpec]) -> None:
         """Record the events of one batch as they stream in; hand back what a lost worker held."""
