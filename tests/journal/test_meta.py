@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,9 @@ def test_run_meta_reads_the_free_form_keys_of_older_runs(journal: Journal) -> No
     assert journal.run_meta().last_stop_reason == "interrupted by the cost cap"
     # And what write_run_meta stores reads back through get_meta as callers parse it today.
     journal.write_run_meta(meta)
-    assert journal.get_meta("prices") == '{"m1": {"input": 0.5, "output": 2.0}}'
+    assert json.loads(journal.get_meta("prices") or "") == {
+        "m1": {"input": 0.5, "output": 2.0, "batch": 0.5}
+    }
     assert journal.get_meta("models") == '{"a": "m1"}'
 
 
