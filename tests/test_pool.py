@@ -728,3 +728,23 @@ async def test_rate_now_counts_every_request_of_a_fast_key() -> None:
     (stats,) = pool.statistics()
     assert stats.rate_now == pytest.approx(1000, rel=0.01)
     assert stats.sent == stats.ok == 6000
+
+
+async def test_an_unknown_limit_lets_requests_due_within_a_moment_go_together() -> None:
+    # Discovery paces an undeclared key only to probe growth: the requests due in the next
+    # EARLY_S leave in one turn (one journal commit), keeping the schedule.
+    from squall.keyslot import EARLY_S
+
+    pool, clock, _ = make_pool(endpoint("e", KEYS[0], max_concurrency=1000))
+    slot = pool.slots[0]
+    slot.requests.set_rate(60.0 / (EARLY_S / 4))  # a quarter of EARLY_S between requests
+    leases = [await pool.acquire(10, None) for _ in range(4)]
+    assert {lease.started for lease in leases} == {clock.now()}  # no wait in between
+    # A declared limit is paced exactly: the next request waits for its turn.
+    declared, _clock, _ = make_pool(endpoint("d", KEYS[1], rpm=60.0 / (EARLY_S / 4)))
+    first = await declared.acquire(10, None)
+    second = await asyncio.wait_for(declared.acquire(10, None), timeout=5.0)
+    assert second.started > first.started
+    # Once a 429 has marked a ceiling, the undeclared key is paced exactly too.
+    await fail(pool, leases[0], RateLimited("HTTP 429", retry_after=None))
+    assert slot.early_s == 0.0

@@ -137,7 +137,7 @@ class EndpointPool:
             # Ties go to the key with more room, so load spreads over equal keys.
             if at < best_at or (best is not None and at == best_at and slot.room() < best.room()):
                 best, best_at, best_cost = slot, at, cost
-        if best is None or best_at > now:
+        if best is None or best_at > now + best.early_s:
             return None, best_at
         return best.book(now, best_cost, probe=health.start_probe(best.endpoint)), now
 
