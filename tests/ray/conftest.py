@@ -195,3 +195,20 @@ def ray_cluster() -> Iterator[RayCluster]:
             _stop_node(node)
         _kill_leftovers(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_address(ray_cluster: RayCluster) -> str:
+    """Return the running cluster's address, as `--ray` takes it (`127.0.0.1:PORT`)."""
+    return ray_cluster.address
+
+
+@pytest.fixture
+def ray_env() -> dict[str, str]:
+    """Return the environment for a `squall` subprocess run against the cluster."""
+    env = cluster_env()
+    env.update({"NO_COLOR": "1", "COLUMNS": "240"})
+    for name in list(env):
+        if name.startswith(("SQUALL_", "OPENAI_")):
+            del env[name]
+    return env

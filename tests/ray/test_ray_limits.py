@@ -13,8 +13,6 @@ import pytest
 
 pytest.importorskip("ray")
 
-from conftest import RayCluster
-
 import squall
 from squall.config import EndpointConfig, KeyConfig, RunConfig
 from squall.redact import ApiKey
@@ -34,7 +32,7 @@ WINDOW_S = 1.0
 
 
 def test_three_workers_hold_every_key_under_its_limit_and_reach_the_sum(
-    ray_cluster: RayCluster, tmp_path: Path
+    ray_address: str, tmp_path: Path
 ) -> None:
     sim_keys = tuple(
         SimKey(key=k, rpm=60.0 * rps, limit_mode="sliding", window_s=WINDOW_S)
@@ -51,13 +49,11 @@ def test_three_workers_hold_every_key_under_its_limit_and_reach_the_sum(
             EndpointConfig(
                 name="sim",
                 base_url=url,
-                keys=tuple(
-                    KeyConfig(key=ApiKey(k), rpm=60.0 * rps) for k, rps in LIMITS.items()
-                ),
+                keys=tuple(KeyConfig(key=ApiKey(k), rpm=60.0 * rps) for k, rps in LIMITS.items()),
             ),
         ),
         progress="off",
-        ray=ray_cluster.address,
+        ray=ray_address,
         workers=3,
     )
     try:
