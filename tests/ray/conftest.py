@@ -135,6 +135,23 @@ def _kill_leftovers(temp_dir: Path) -> None:
                 proc.kill()
 
 
+def _stop_cluster(nodes: list[RayNode], temp_dir: Path) -> None:
+    ray = sys.modules.get("ray")
+    if ray is not None:
+        with contextlib.suppress(Exception):
+            if ray.is_initialized():
+                ray.shutdown()
+    for node in reversed(nodes):
+        _stop_node(node)
+    nodes.clear()
+    _kill_leftovers(temp_dir)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+_RUNNING: list[RayCluster] = []
+"""The cluster while it runs: stopped after the last test of tests/ray (see the hook below)."""
+
+
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[RayCluster]:
     """Yield a head (2 CPUs) and a second node (1 CPU) joined to it, on 127.0.0.1."""
@@ -144,63 +161,51 @@ def ray_cluster() -> Iterator[RayCluster]:
     port = _free_port()
     common = ["--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
     common += ["--object-store-memory", str(150 * 1024 * 1024)]
+    common += ["--temp-dir", str(temp_dir)]
     nodes: list[RayNode] = []
     try:
-        nodes.append(
-            _start_node(
-                [
-                    "--head",
-                    "--port",
-                    str(port),
-                    "--num-cpus",
-                    "2",
-                    "--include-dashboard=false",
-                    "--dashboard-port",
-                    str(_free_port()),
-                    "--dashboard-agent-listen-port",
-                    str(_free_port()),
-                    "--temp-dir",
-                    str(temp_dir),
-                    *common,
-                ],
-                temp_dir / "head.log",
-                env,
-            )
-        )
-        nodes.append(
-            _start_node(
-                [
-                    "--address",
-                    f"127.0.0.1:{port}",
-                    "--num-cpus",
-                    "1",
-                    "--dashboard-agent-listen-port",
-                    str(_free_port()),
-                    "--temp-dir",
-                    str(temp_dir),
-                    *common,
-                ],
-                temp_dir / "node2.log",
-                env,
-            )
-        )
-        yield RayCluster(f"127.0.0.1:{port}", temp_dir, nodes, cpus=3)
+        head = [
+            *("--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard=false"),
+            *("--dashboard-port", str(_free_port())),
+            *("--dashboard-agent-listen-port", str(_free_port())),
+        ]
+        nodes.append(_start_node([*head, *common], temp_dir / "head.log", env))
+        second = [
+            *("--address", f"127.0.0.1:{port}", "--num-cpus", "1"),
+            *("--dashboard-agent-listen-port", str(_free_port())),
+        ]
+        nodes.append(_start_node([*second, *common], temp_dir / "node2.log", env))
+        cluster = RayCluster(f"127.0.0.1:{port}", temp_dir, nodes, cpus=3)
+        _RUNNING.append(cluster)
+        yield cluster
     finally:
-        if "ray" in sys.modules:
-            ray = sys.modules["ray"]
-            with contextlib.suppress(Exception):
-                if ray.is_initialized():
-                    ray.shutdown()
-        for node in reversed(nodes):
-            _stop_node(node)
-        _kill_leftovers(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        _RUNNING.clear()
+        _stop_cluster(nodes, temp_dir)
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the cluster once the next test is not one of tests/ray: the rest of a full run
+    does not share the machine with an idle Ray cluster."""
+    here = Path(__file__).resolve().parent
+    if _RUNNING and (nextitem is None or here not in Path(nextitem.path).resolve().parents):
+        cluster = _RUNNING.pop()
+        _stop_cluster(cluster.nodes, cluster.temp_dir)
 
 
 @pytest.fixture(scope="session")
 def ray_address(ray_cluster: RayCluster) -> str:
     """Return the running cluster's address, as `--ray` takes it (`127.0.0.1:PORT`)."""
     return ray_cluster.address
+
+
+@pytest.fixture(autouse=True)
+def _ray_disconnected() -> Iterator[None]:
+    """Leave this process disconnected from Ray after each test (a run may have connected it)."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        with contextlib.suppress(Exception):
+            ray.shutdown()
 
 
 @pytest.fixture
