@@ -180,7 +180,8 @@ class CpuSampler:
         self._cluster = cluster
         self._child = child_pid
         self.samples: list[tuple[float, dict[str, float]]] = []
-        self._last: dict[int, tuple[str, float]] = {}
+        self._seen: dict[int, float] = {}
+        self._totals: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -205,16 +206,14 @@ class CpuSampler:
             for p in procs:
                 with contextlib.suppress(psutil.Error, OSError):
                     t = p.cpu_times()
-                    role = self._role(p)
-                    prev = self._last.get(p.pid)
-                    # A process's role can change (an idle Ray worker becomes an actor): keep
-                    # the role it has when it does the work measured.
-                    self._last[p.pid] = (role if prev is None else prev[0], t.user + t.system)
-                    if prev is not None and prev[0] == "ray" and role != "ray":
-                        self._last[p.pid] = (role, t.user + t.system)
-            totals: dict[str, float] = {}
-            for role, cpu in self._last.values():
-                totals[role] = totals.get(role, 0.0) + cpu
+                    cpu = t.user + t.system
+                    # Each slice of CPU goes to the role the process has now: an idle Ray
+                    # worker's start counts as Ray's, its work as an actor as the worker's.
+                    self._totals[self._role(p)] = (
+                        self._totals.get(self._role(p), 0.0) + cpu - self._seen.get(p.pid, 0.0)
+                    )
+                    self._seen[p.pid] = cpu
+            totals = dict(self._totals)
             self.samples.append((time.time(), totals))
             self._stop.wait(0.25)
 
