@@ -2,7 +2,8 @@
 # Run every squall benchmark in turn; each prints its table and the ratios measured in the
 # same run, and writes its figures to bench/out/NAME.json. Loopback traffic only.
 #
-#   bench/run_all.sh            # pool, overhead, crash, batchapi, embeddings, memory (100k, 1M rows)
+#   bench/run_all.sh            # pool, overhead, crash, batchapi, embeddings, memory (100k, 1M rows),
+#                               # then ray (only when squall[ray] is installed)
 #   MEMORY_ROWS=100000,300000 bench/run_all.sh   # a shorter memory run
 #
 # Exit status: 0 when squall met every target, else the number of benchmarks that missed.
@@ -17,5 +18,10 @@ missed=0
 "$PY" bench/batchapi.py || missed=$((missed + 1))
 "$PY" bench/embeddings.py || missed=$((missed + 1))
 "$PY" bench/memory.py --rows "$MEMORY_ROWS" || missed=$((missed + 1))
+if "$PY" -c "import ray" 2>/dev/null; then
+  "$PY" bench/ray.py || missed=$((missed + 1))
+else
+  echo "bench/ray skipped: Ray is not installed (pip install -e \".[ray]\")"
+fi
 echo "benchmarks whose targets squall missed: $missed"
 exit "$missed"
