@@ -41,6 +41,7 @@ def config_for(sim: Simulator) -> squall.RunConfig:
     return squall.RunConfig(model="sim-model", endpoints=(ep,), progress="off")
 
 
+@pytest.mark.ray
 @pytest.mark.timeout(400)
 def test_process_gives_a_local_runs_answers_and_a_rerun_sends_nothing(
     tmp_path: Path, simulator: SimulatorFactory, local_ray: Any
