@@ -61,6 +61,9 @@ class RemotePool:
         self._refill: asyncio.Lock | None = None
         self._alive = len(keys)
         self.max_in_flight = sum(k.concurrency for k in keys.values())
+        # The tokens an answer is expected to use when no max_tokens bounds it (as a local
+        # key learns it): a booking of the prompt alone would let a tpm limit be passed.
+        self._completion_mean = 64.0
 
     async def acquire(self, prompt_tokens: int, max_tokens: int | None) -> Lease:
         """Wait for a slot on some key; return its lease when its time has come.
@@ -68,7 +71,8 @@ class RemotePool:
         Raises:
             RunStopped: every key is dead.
         """
-        tokens = float(prompt_tokens + (max_tokens or 0))
+        answer = self._completion_mean if max_tokens is None else max_tokens
+        tokens = float(prompt_tokens + answer)
         self._waiting += 1
         try:
             while not self._slots:
@@ -103,6 +107,8 @@ class RemotePool:
 
     async def release_ok(self, lease: Lease, usage: Usage, rate: RateInfo | None) -> None:
         """Hand back a lease after an answer; the tokens used correct the key's booking."""
+        if usage.completion_tokens is not None:
+            self._completion_mean += 0.1 * (usage.completion_tokens - self._completion_mean)
         used = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
         delta = float(used) - lease.tokens if usage.prompt_tokens is not None else 0.0
         self._reports.append(Report(lease.key, "ok", token_delta=delta))
