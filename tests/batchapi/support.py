@@ -17,13 +17,18 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from squall.journal import BatchRecord, Journal
 from squall.simulator import BatchSettings, LedgerEntry, SimConfig, SimKey, expected_answer
-from squall.testing import read_ledger_file, start_simulator_process, stop_process
+from squall.testing import start_simulator_process, stop_process
+
+# tests/cli's equipment, reached as tests/ray reaches it (mypy: tests/_mypy_path).
+_CLI_TESTS = str(Path(__file__).resolve().parent.parent / "cli")
+if _CLI_TESTS not in sys.path:
+    sys.path.insert(0, _CLI_TESTS)
+import cli_support  # noqa: E402
 
 KEY = "sk-batchkill-SECRET0000aaaa1111"
 FAST = BatchSettings(validating_s=0.01, line_s=0.0005, finalizing_s=0.01, cancelling_s=0.01)
@@ -36,19 +41,8 @@ def batches(**changes: float) -> BatchSettings:
     return BatchSettings(**{**FAST.__dict__, **changes})
 
 
-@dataclass
-class SimProcess:
-    """A simulator process and the ledger file it writes."""
-
-    proc: subprocess.Popen[str]
-    url: str
-    ledger_path: Path
-
-    def ledger(self) -> list[LedgerEntry]:
-        """Return every entry the simulator wrote so far."""
-        if not self.ledger_path.exists():
-            return []
-        return read_ledger_file(self.ledger_path)
+class SimProcess(cli_support.SimProcess):
+    """A simulator process and its ledger file (tests/cli's), with the Batch API's reads."""
 
     def events(self, event: str) -> list[LedgerEntry]:
         """Return the ledger's entries of one kind ("batch_line", "request"...)."""
@@ -75,9 +69,8 @@ def simulator(tmp_path: Path, settings: BatchSettings = FAST) -> Iterator[SimPro
         stop_process(proc)
 
 
-def prompt_for(i: int) -> str:
-    """Return row `i`'s prompt: unique per row, with a known answer."""
-    return f"row {i}: what is {i} + {i % 7} x 3?"
+prompt_for = cli_support.prompt_for
+read_jsonl = cli_support.read_jsonl
 
 
 def write_rows(path: Path, n: int) -> list[dict[str, Any]]:
@@ -87,12 +80,6 @@ def write_rows(path: Path, n: int) -> list[dict[str, Any]]:
         for row in rows:
             f.write(json.dumps(row) + "\n")
     return rows
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Return the objects of a JSON Lines file."""
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _toml(value: object) -> str:
