@@ -510,3 +510,14 @@ async def test_the_transport_reads_answers_through_its_operation() -> None:
             make_target(base, "", timeout_s=5, extra_headers={}, operation=echo), b'{"a": 1}'
         )
     assert done.text == '{"a": 1}' and done.finish_reason == "echo"
+
+
+def test_a_targets_repr_never_shows_its_key() -> None:
+    # Targets travel to Ray workers (squall.ray.actors.WorkerSetup), where a repr may be
+    # logged: the headers holding the key are left out of it.
+    from squall.transport import make_target
+
+    target = make_target(
+        "http://127.0.0.1:9/v1", "sk-REPRSECRET0000111122223333", timeout_s=5.0, extra_headers={}
+    )
+    assert "REPRSECRET" not in repr(target) and "/chat/completions" in repr(target)

@@ -20,7 +20,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import aiohttp
@@ -56,7 +56,7 @@ class Target:
     """Where and how to send: built once per key, so the hot path only looks things up."""
 
     url: str
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] = field(repr=False)  # holds the key: never in a repr
     timeout: aiohttp.ClientTimeout
     proxy: str | None = None
     """From HTTP(S)_PROXY/NO_PROXY, resolved once here rather than on every request."""

@@ -21,7 +21,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..clock import MonotonicClock
@@ -89,7 +89,7 @@ class WorkerSetup:
         grace_s: how long in-flight requests get after a stop.
     """
 
-    targets: dict[str, Target]
+    targets: dict[str, Target] = field(repr=False)  # the credentials: never in a repr
     keys: dict[str, KeyBudget]
     operation: Operation
     retry: RetryConfig
