@@ -381,3 +381,25 @@ def test_from_json_refuses_what_is_not_a_batch() -> None:
     )
     assert info.terminal and info.errors == ("bad_line: No., line 3",)
     assert info.metadata == {"a": "b"}
+
+
+async def test_a_create_whose_answer_was_lost_adopts_the_batch_made_instead_of_a_second(
+    serve: Callable[[Handler], Any],
+) -> None:
+    # The provider makes the batch, then the answer is lost (a 502 from its gateway): a
+    # plain retry would make a second batch and pay for every row twice.
+    made = {**batch_json("validating"), "metadata": {"squall_run": "r1", "squall_chunk": "3"}}
+    seen: list[str] = []
+
+    def handler(request: web.Request) -> web.StreamResponse:
+        seen.append(f"{request.method} {request.path}")
+        if request.method == "POST":
+            return web.Response(status=502, text="bad gateway")
+        listing = {"object": "list", "data": [made], "has_more": False}
+        return web.json_response(listing)
+
+    base = await serve(handler)
+    async with batch_client(base, retries=4, backoff_s=0.01) as client:
+        info = await client.create("file-1", CHAT, {"squall_run": "r1", "squall_chunk": "3"})
+    assert info.id == "batch_1" and info.metadata["squall_chunk"] == "3"
+    assert seen == ["POST /v1/batches", "GET /v1/batches"]  # made once, found, not made again

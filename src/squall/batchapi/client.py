@@ -268,7 +268,13 @@ class BatchClient:
             "metadata": dict(metadata),
         }
         call = _Call("POST", "/batches", subject=f"the file {input_file_id}", body=body)
-        return await self._call(call, _read_batch)
+
+        async def made_already() -> BatchInfo | None:
+            # A lost answer (timeout, reset, 5xx) may hide a batch the provider did make:
+            # trying again would make a second one and pay for its rows twice.
+            return await self.find(metadata) if metadata else None
+
+        return await self._call(call, _read_batch, before_retry=made_already)
 
     async def get(self, batch_id: str) -> BatchInfo:
         """Return the batch `batch_id` as the provider sees it now.
@@ -368,11 +374,21 @@ class BatchClient:
 
     # -- one call, tried again while a later try may pass -------------------------------------
 
-    async def _call(self, call: _Call, read: Callable[[aiohttp.ClientResponse], Awaitable[T]]) -> T:
+    async def _call(
+        self,
+        call: _Call,
+        read: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+        *,
+        before_retry: Callable[[], Awaitable[T | None]] | None = None,
+    ) -> T:
         for attempt in range(1, self._retries + 1):
             try:
                 return await self._try(call, read)
             except _Retry as failure:
+                if before_retry is not None:
+                    done = await before_retry()
+                    if done is not None:
+                        return done
                 if attempt == self._retries:
                     raise self._gave_up(call, failure.message, failure.status) from None
                 wait = failure.wait_s
