@@ -21,6 +21,8 @@ import pytest
 from engine_support import engine_python, free_port, squall_command, squall_env
 from model_cache import Trained
 
+from squall.serve.vllm import CPU_MEMORY_SHARE
+
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(600)]
 KEY = "sk-engine-vllm-kinds-4242"
 PROMPTS = ["The capital of France is", "1, 2, 3, 4,", "Once upon a time", "Water is made of"]
@@ -31,7 +33,10 @@ def _start_vllm(py: str, base: Path, port: int, log: Path, *extra: str) -> subpr
         py, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(base), "--served-model-name", "base",
         "--host", "127.0.0.1", "--port", str(port),
-        "--enforce-eager", "--max-model-len", "512", *extra,
+        "--enforce-eager", "--max-model-len", "512",
+        # As `squall serve` does on a CPU build: vLLM's default share (0.92) of the machine's
+        # memory is refused at start whenever that much is not free, as on a busy CI runner.
+        "--gpu-memory-utilization", str(CPU_MEMORY_SHARE), *extra,
     ]  # fmt: skip
     env = {**os.environ, "VLLM_API_KEY": KEY}
     with log.open("w") as f:
@@ -39,7 +44,7 @@ def _start_vllm(py: str, base: Path, port: int, log: Path, *extra: str) -> subpr
     started = time.monotonic()
     while time.monotonic() - started < 400:
         if proc.poll() is not None:
-            pytest.fail(f"vLLM exited {proc.returncode}:\n{log.read_text()[-6000:]}")
+            pytest.fail(f"vLLM exited {proc.returncode}:\n{_why(log)}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
                 if r.status == 200:
@@ -48,7 +53,15 @@ def _start_vllm(py: str, base: Path, port: int, log: Path, *extra: str) -> subpr
             pass
         time.sleep(1)
     proc.kill()
-    pytest.fail(f"vLLM did not become ready:\n{log.read_text()[-6000:]}")
+    pytest.fail(f"vLLM did not become ready:\n{_why(log)}")
+
+
+def _why(log: Path) -> str:
+    """Return the log's error lines, then its tail: the root cause sits above the last trace."""
+    text = log.read_text(errors="replace")
+    lines = text.splitlines()
+    errors = [ln for ln in lines if "Error" in ln and not ln.lstrip().startswith("File")]
+    return "error lines:\n" + "\n".join(errors[-20:]) + "\n--- tail:\n" + text[-4000:]
 
 
 @pytest.fixture
