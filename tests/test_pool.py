@@ -257,6 +257,28 @@ async def test_late_429s_of_requests_sent_before_the_cut_count_once() -> None:
     assert again.rpm is not None and after_all.rpm is not None and again.rpm < after_all.rpm
 
 
+async def test_429s_within_a_round_trip_after_the_cut_count_with_it() -> None:
+    # A loaded gateway answers 429s seconds late, and while it drains the queue built before
+    # the cut it refuses what was sent right after the cut too. Those refusals belong to the
+    # cut already made: the rate is not cut again to the lower rate seen while cooling.
+    pool, clock, _ = make_pool(endpoint("relay", KEYS[0]))  # nothing declared: discovery
+    first = await pool.acquire(10, None)
+    clock.advance(3.0)  # the 429 took three seconds to come back
+    await fail(pool, first, RateLimited("HTTP 429"), None)
+    (after_cut,) = pool.statistics()
+    early = await pool.acquire(10, None)  # sent after the cut, within its round trip
+    clock.advance(1.0)
+    await fail(pool, early, RateLimited("HTTP 429"), None)
+    (same,) = pool.statistics()
+    assert same.rpm == after_cut.rpm
+    clock.advance(3.0)  # past the cut's round trip: a refusal now is news
+    late = await pool.acquire(10, None)
+    clock.advance(0.05)
+    await fail(pool, late, RateLimited("HTTP 429"), None)
+    (again,) = pool.statistics()
+    assert again.rpm is not None and after_cut.rpm is not None and again.rpm < after_cut.rpm
+
+
 async def test_429_on_declared_key_lowers_pace_then_recovers() -> None:
     pool, clock, _ = make_pool(endpoint("relay", {"key": KEYS[0], "rpm": 600}))
     slot = pool.slots[0]

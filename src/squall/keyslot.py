@@ -24,6 +24,8 @@ _FACTOR_MIN = 0.3
 _FACTOR_STEP = 0.01
 _FACTOR_RECOVER_S = 5.0
 _RECENT_S = 5.0  # the longest span rate_now() is asked about
+# A cut's episode lasts one round trip of the 429 that made it, at most this long: see _cool.
+_EPISODE_MAX_S = 10.0
 
 
 EARLY_S = 0.002
@@ -49,7 +51,7 @@ class KeySlot:
         self.header_tpm: float | None = None
         self.factor = 1.0  # shrinks when a declared limit still draws 429s
         self._factor_at = -math.inf  # when the factor last changed
-        self._cut_at = -math.inf  # when a 429 last cut it
+        self._episode_until = -math.inf  # requests sent until then share that cut's 429s
         self._last_cost = 0.0  # the tokens the last request booked
         self.requests = Pace(None)
         self.tokens = Pace(None, guard=False)
@@ -236,11 +238,14 @@ class KeySlot:
         return self.window.on_refused(now, lease.in_flight, worded=refusal.concurrency)
 
     def _cool(self, lease: Lease, refusal: Refusal, now: float) -> None:
-        if lease.started <= self._cut_at:
-            # Sent before the last cut: one of the burst that cut already answered (a gateway
-            # such as LiteLLM hands such 429s back over a second or more, and without a
-            # Retry-After). Counting each would double the cooldown and cut the rate again
-            # for every one of them. Only a wait the provider asked for is still honoured.
+        if lease.started <= self._episode_until:
+            # Sent before the last cut, or within one round trip after it: one of the burst
+            # that cut already answered. A gateway such as LiteLLM hands such 429s back over a
+            # second or more, without a Retry-After, and while it still drains the queue built
+            # before the cut it refuses what arrives right after it too (as TCP cuts its window
+            # once per round trip, not once per loss). Counting each would double the cooldown
+            # and cut the rate again, each time to the lower rate seen while cooling. Only a
+            # wait the provider asked for is still honoured.
             if refusal.retry_after is not None:
                 until = now + refusal.retry_after
                 self.blocked_until = max(self.blocked_until, until)
@@ -272,7 +277,8 @@ class KeySlot:
             self.factor = max(_FACTOR_MIN, self.factor * _FACTOR_CUT)
             self._factor_at = now
             self._apply_rates()
-        self._cut_at = now
+        # The 429's own round trip: seconds behind a loaded gateway, a few ms from a provider.
+        self._episode_until = now + min(_EPISODE_MAX_S, max(0.0, now - lease.started))
 
     def on_headers(self, rate: RateInfo, now: float) -> None:
         """Follow the `x-ratelimit-*` headers: a limit they state, a budget they say is spent."""
