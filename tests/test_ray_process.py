@@ -65,3 +65,21 @@ def test_process_gives_a_local_runs_answers_and_a_rerun_sends_nothing(
     again = squall.ray.process(ds, config=config_for(sim), cache_dir=cache, workers=2)
     assert {r["id"]: r["response"] for r in again.take_all()} == want
     assert len(sim.ledger()) - sent_locally == len(items)  # nothing sent again
+
+
+def test_process_refuses_a_max_cost_it_could_not_hold() -> None:
+    # Mapper actors spend in parallel with no one place counting: the cap is refused before
+    # anything is read or sent (the dataset is never touched).
+    cfg = squall.RunConfig(
+        endpoints=(
+            squall.EndpointConfig(
+                name="sim",
+                base_url="http://127.0.0.1:9/v1",
+                keys=(squall.KeyConfig(key=ApiKey(KEY)),),
+            ),
+        ),
+        model="sim-model",
+        max_cost=1.0,
+    )
+    with pytest.raises(squall.ConfigError, match="squall run --ray --max-cost"):
+        squall.ray.process(object(), config=cfg)

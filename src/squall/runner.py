@@ -295,6 +295,7 @@ class Runner:
             progress=self._progress,
             retry_failed=self._retry_failed,
             cost=costs.cost,
+            est_cost=costs.estimate if cfg.max_cost is not None else None,
             targets=targets(plan.pool_cfg, plan.operation),
         )
 

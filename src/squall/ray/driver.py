@@ -12,6 +12,11 @@ retries, failures) before they count. So:
 
 Batches are small (`BATCH_ROWS`) and each worker holds at most `DEPTH` of them, so memory
 stays flat on the driver and on every worker however long the input.
+
+`--max-cost` is held here, where the spend is counted: a row is handed out only while what
+was spent, plus the most each row out may cost (its prompt and the longest answer allowed),
+plus its own most stays under the cap. A row that does not fit waits for the rows out to
+land with what they really cost; with none out, the run stops at the cap.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ class RayDriver:
         run_id: names the run's actors.
         stats: the live counters (the display reads them).
         cost: what an answer costs (model, prompt, completion tokens).
+        max_cost: stop handing out rows before the spend could pass this (USD).
+        est_cost: the most a row may cost; required with `max_cost`.
     """
 
     def __init__(
@@ -69,6 +76,8 @@ class RayDriver:
         run_id: str,
         stats: RunStats,
         cost: Callable[[str, int, int], float],
+        max_cost: float | None = None,
+        est_cost: Callable[[RequestSpec], float] | None = None,
     ) -> None:
         self._ray = ray
         self._jr = jr
@@ -85,6 +94,13 @@ class RayDriver:
         self._tasks: set[asyncio.Task[None]] = set()
         self._key_stats: list[tuple[str, str, int, int, int, int, float | None]] = []
         self._lost_workers = 0
+        if max_cost is not None and est_cost is None:
+            raise ValueError("max_cost needs est_cost")
+        self._max_cost = max_cost
+        self._est_cost = est_cost
+        self._reserved: dict[int, float] = {}  # row -> the most it may cost, while out
+        self._reserved_sum = 0.0
+        self._held = False  # the last batch left rows waiting for room under the cap
 
     # -- control ---------------------------------------------------------------------------
 
@@ -193,9 +209,11 @@ class RayDriver:
             if not room:
                 return False
             for w in sorted(room, key=lambda w: w.busy):
+                self._held = False
                 batch = self._next_batch(todo)
                 if not batch:
-                    return True
+                    # Rows held back by --max-cost are not the end of `todo`.
+                    return not self._held
                 self._hand(w, batch)
 
     def _next_batch(self, todo: Iterator[RequestSpec]) -> list[RequestSpec]:
@@ -206,7 +224,31 @@ class RayDriver:
             batch.append(spec)
             if len(batch) >= BATCH_ROWS:
                 break
+        if self._max_cost is not None:
+            batch = self._within_cap(batch)
         return batch
+
+    def _within_cap(self, batch: list[RequestSpec]) -> list[RequestSpec]:
+        """Keep the rows of `batch` that fit under --max-cost; the others wait in `_redo`."""
+        assert self._max_cost is not None and self._est_cost is not None
+        room = self._max_cost - self._stats.cost - self._reserved_sum
+        fits = 0
+        for spec in batch:
+            room -= self._est_cost(spec)
+            if room < 0:
+                break
+            fits += 1
+        if fits < len(batch):
+            self._held = True
+            self._redo.extendleft(reversed(batch[fits:]))  # first in line once room is back
+            if fits == 0 and not self._tasks:
+                # Nothing out whose real cost could free room: the cap is reached.
+                self._stop = (
+                    f"cost cap: ${self._stats.cost:.4f} spent, the next row would pass "
+                    f"--max-cost ${self._max_cost:g}"
+                )
+                self._stats.stopping = "cost cap"
+        return batch[:fits]
 
     def _hand(self, w: _WorkerState, batch: list[RequestSpec]) -> None:
         jr = self._jr
@@ -214,6 +256,9 @@ class RayDriver:
             if spec.index not in w.rows:
                 jr.mark_sent(spec.index)
         jr.commit()  # sent is durable before the batch leaves
+        if self._est_cost is not None:
+            for spec in batch:
+                self._reserve(spec.index, self._est_cost(spec))
         w.busy += 1
         w.rows.update(s.index for s in batch)
         self._stats.in_flight += len(batch)
@@ -245,9 +290,19 @@ class RayDriver:
                 )
             self._redo.extend(open_rows.values())
         finally:
+            for index in open_rows:
+                self._release(index)
             w.busy -= 1
             w.rows.difference_update(s.index for s in batch)
             self._stats.in_flight -= len(batch)
+
+    def _reserve(self, index: int, est: float) -> None:
+        self._release(index)
+        self._reserved[index] = est
+        self._reserved_sum += est
+
+    def _release(self, index: int) -> None:
+        self._reserved_sum -= self._reserved.pop(index, 0.0)
 
     def _lost(self, exc: BaseException) -> bool:
         """True when `exc` says a worker's process or node is gone (not a bug of ours)."""
@@ -277,6 +332,7 @@ class RayDriver:
                     model=model,
                 )
                 open_rows.pop(index, None)
+                self._release(index)
                 w.done += 1
                 stats.done += 1
                 stats.prompt_tokens += completion.prompt_tokens or 0
@@ -297,6 +353,7 @@ class RayDriver:
                     index, error, attempts=attempts, endpoint=endpoint, retryable=retryable
                 )
                 open_rows.pop(index, None)
+                self._release(index)
                 stats.failed += 1
                 stats.errors[error.type] += 1
             elif kind == "end" and ev[1] != "completed" and self._stop is None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..outputs import merge_fields
 from ..plan import make_plan, resolve_config
 from ..prompts import RequestBuilder
@@ -138,12 +138,20 @@ def process(
         batch_size: rows per batch handed to a mapper.
 
     Raises:
-        MissingExtraError: Ray is not installed; ConfigError, InputError: as `squall run`.
+        MissingExtraError: Ray is not installed; ConfigError, InputError: as `squall run`
+            (and ConfigError for a `max_cost`, which a map cannot hold).
     """
+    cfg = resolve_config(config, {})
+    if cfg.max_cost is not None:
+        # Mapper actors spend in parallel with no one place counting: a cap there would not
+        # hold. `squall run --ray` holds one, in its driver.
+        raise ConfigError(
+            "max_cost is not held by squall.ray.process: remove it from the config, or run "
+            "the file with `squall run --ray --max-cost ...`, whose driver holds the cap"
+        )
     ray = ray_module()
     if not ray.is_initialized():
         ray.init(namespace=NAMESPACE, log_to_driver=False)
-    cfg = resolve_config(config, {})
     first = ds.take(1)
     if not first:
         return ds

@@ -61,6 +61,7 @@ async def ray_session(
     progress: Mode,
     retry_failed: bool,
     cost: Callable[[str, int, int], float],
+    est_cost: Callable[[RequestSpec], float] | None = None,
     targets: dict[str, Target],
 ) -> tuple[EngineOutcome, tuple[KeyStats, ...]]:
     """Run the rows to do on the Ray cluster `plan.cfg.ray` names.
@@ -68,14 +69,9 @@ async def ray_session(
     Returns how it ended, and each key's cluster-wide counters (for the account).
 
     Raises:
-        MissingExtraError: Ray is not installed; ConfigError: no cluster there, or a
-            setting Ray runs do not support yet.
+        MissingExtraError: Ray is not installed; ConfigError: no cluster there.
     """
     cfg = plan.cfg
-    if cfg.max_cost is not None:
-        from ..errors import ConfigError
-
-        raise ConfigError("--max-cost is not supported with --ray yet: run without one of them")
     ray = connect(cfg.ray or "local")
     workers = cfg.workers or min(MAX_DEFAULT_WORKERS, cluster_cpus(ray))
     setup = WorkerSetup(
@@ -95,6 +91,8 @@ async def ray_session(
         run_id=uuid.uuid4().hex[:8],
         stats=stats,
         cost=cost,
+        max_cost=cfg.max_cost,
+        est_cost=est_cost,
     )
     stats.notice(f"on Ray: {workers} worker(s), cluster-wide limits per key")
     async with Progress(stats, driver.keys, clock, mode=progress, details=driver.lines):
