@@ -9,7 +9,10 @@ from __future__ import annotations
 import itertools
 import math
 
-from squall.ray.budget import ClusterBudget, KeyBudget, Report
+from squall.limits import RateInfo
+from squall.ports import Usage
+from squall.ray.budget import ClusterBudget, KeyBudget, Report, Slot
+from squall.ray.remote_pool import RemotePool
 
 ALL = 10_000
 
@@ -121,3 +124,81 @@ def test_an_undeclared_key_grows_until_a_429_then_backs_off() -> None:
     budget.report(1003.0, [Report("a", "rate_limited")])
     (after,) = budget.stats()
     assert rpm_before is not None and after[6] is not None and after[6] < rpm_before
+
+
+def test_a_limit_the_headers_state_paces_the_key_for_every_worker() -> None:
+    # Undeclared: discovery would start at 600 rpm and grow. One worker's answer states
+    # 120 rpm: from then on every worker's slots on the key are half a second apart.
+    budget = ClusterBudget([key("a", None)])
+    budget.lease(0.0, 1, 10.0, worker=0)
+    budget.report(0.1, [Report("a", "ok", limits=(120.0, None))], worker=0)
+    got = drain(budget, 10.0)
+    times = sorted(at for _, _, at in got)
+    assert 18 <= len(times) <= 21  # 2 a second for 10 s, never the thousands discovery grows to
+    # at most the stated limit in any one-second window, whichever worker asked
+    assert max(sum(1 for t in times if s <= t < s + 1.0) for s in times) <= 2
+    (stats,) = budget.stats()
+    assert stats.rpm == 120.0 and not stats.discovering
+    # A 429 no longer runs discovery's cut: the stated limit stands, the key only waits.
+    budget.report(1011.0, [Report("a", "rate_limited", retry_after=2.0)], worker=1)
+    (after,) = budget.stats()
+    assert after[6] == 120.0
+    assert (
+        min(s.at for s in budget.lease(1011.0, 4, 10.0, worker=2) or [Slot("a", 1e9, 0)]) >= 1013.0
+    )
+
+
+def test_a_stated_limit_above_the_declared_one_does_not_raise_it() -> None:
+    budget = ClusterBudget([key("a", 60.0, tpm=1000.0)])
+    budget.report(0.0, [Report("a", "unused", limits=(600.0, 5000.0))])
+    (stats,) = budget.stats()
+    assert stats.rpm == 60.0
+    budget.report(0.0, [Report("a", "unused", limits=(30.0, 500.0))])
+    (stats,) = budget.stats()
+    assert stats.rpm == 30.0
+
+
+def test_a_budget_the_headers_say_is_spent_holds_every_worker_back() -> None:
+    # Unpaced (rpm = inf, as a user's own engine): nothing to push back but the key itself.
+    budget = ClusterBudget([key("a", math.inf)])
+    assert budget.lease(100.0, 1, 10.0, worker=0)[0].at == 100.0
+    budget.report(100.0, [Report("a", "ok", spent=(3.0, None))], worker=0)
+    slots = budget.lease(100.0, 4, 10.0, worker=1) + budget.lease(102.9, 4, 10.0, worker=2)
+    assert slots and min(s.at for s in slots) >= 103.0  # held until the reset, whoever asks
+    assert [s.at for s in budget.lease(103.0, 2, 10.0, worker=1)] == [103.0, 103.0]
+    # Paced under a known limit, a spent budget comes back a request at a time.
+    paced = ClusterBudget([key("b", 60.0)])
+    first = paced.lease(200.0, 1, 10.0)[0]
+    paced.report(200.0, [Report("b", "ok", spent=(30.0, None))])
+    nxt = paced.lease(200.0, 1, 10.0) or paced.lease(201.1, 1, 10.0)
+    assert first.at == 200.0 and nxt and nxt[0].at < 202.0  # not 30 s
+
+
+async def test_a_workers_pool_reports_stated_limits_once_and_a_spent_budget_at_once() -> None:
+    sent: list[list[Report]] = []  # what reached the coordinator, call by call
+    handed = [Slot("a", 0.0, 10.0), Slot("a", 0.0, 10.0), Slot("b", 0.0, 10.0)]
+
+    async def lease(n: int, tokens: float, reports: list[Report]) -> tuple[list[Slot], int]:
+        sent.append(reports)
+        out = handed[:]  # the whole slice at once, as a coordinator with room gives it
+        handed.clear()
+        return out, 2
+
+    async def report(reports: list[Report]) -> None:
+        sent.append(reports)
+
+    budgets = {"a": key("a", None), "b": key("b", None)}
+    pool = RemotePool(lease, report, budgets, slice_size=3)
+    first = await pool.acquire(10, 4)
+    stated = RateInfo(limit_requests=120.0, remaining_requests=50, reset_requests_s=1.0)
+    await pool.release_ok(first, Usage(10, 4), stated)
+    await pool.release_ok(first, Usage(10, 4), stated)  # the same limit again: not news
+    assert len(sent) == 1  # both wait for the next call to the coordinator
+    spent = RateInfo(limit_requests=120.0, remaining_requests=0, reset_requests_s=2.5)
+    await pool.release_ok(first, Usage(10, 4), spent)
+    urgent = sent[-1]
+    assert urgent[0].spent == (2.5, None)
+    # The other slot on "a", booked before the budget ran out, went back unused; "b" stays.
+    assert [(r.key, r.outcome) for r in urgent[1:2]] == [("a", "unused")]
+    assert [r.limits for r in urgent if r.outcome == "ok"] == [None, (120.0, None), None]
+    assert (await pool.acquire(10, 4)).key == "b"

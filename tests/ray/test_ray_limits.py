@@ -141,3 +141,42 @@ def test_tokens_per_minute_and_concurrency_are_the_keys_not_each_workers(
     thin_requests = by_key[SimKey(key=thin).masked]
     assert len(over_tokens) <= 0.2 * thin_requests, (len(over_tokens), thin_requests)
     assert all(by_key.values())  # both keys carried rows
+
+
+def test_a_limit_stated_in_headers_is_followed_by_every_worker_without_discovering_it(
+    ray_address: str, tmp_path: Path
+) -> None:
+    # Nothing declared, and the provider states its 600 rpm in x-ratelimit-* headers:
+    # discovery alone would double past it within half a second and draw 429s; the headers
+    # one worker reads pace the key for all three from the first answers on.
+    stated = "sk-ray-KEYHEAD0000000000000006"
+    ledger_path = tmp_path / "ledger.jsonl"
+    proc, url = start_simulator_process(
+        SimConfig(
+            keys=(SimKey(key=stated, rpm=600.0),), latency_s=0.05, send_ratelimit_headers=True
+        ),
+        ledger_file=ledger_path,
+    )
+    prompts = [f"ray row {i}: what is {i} + 5?" for i in range(120)]
+    config = RunConfig(
+        model="sim-model",
+        endpoints=(
+            EndpointConfig(name="sim", base_url=url, keys=(KeyConfig(key=ApiKey(stated)),)),
+        ),
+        progress="off",
+        ray=ray_address,
+        workers=3,
+    )
+    try:
+        result = squall.run(prompts, output=tmp_path / "out.jsonl", config=config)
+    finally:
+        stop_process(proc)
+
+    assert result.exit_code == 0, result.summary
+    assert [r["response"] for r in result.rows()] == [expected_answer(p) for p in prompts]
+    ledger = [e for e in read_ledger_file(ledger_path) if e.event == "request"]
+    refused = [e for e in ledger if e.status == 429]
+    (k,) = result.summary.keys
+    print(f"\nray headers: {len(ledger)} requests, {len(refused)} 429s, key paced at {k.rpm} rpm")
+    assert k.rpm == 600.0 and not k.discovering
+    assert len(refused) <= 2, len(refused)

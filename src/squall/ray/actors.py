@@ -33,7 +33,7 @@ from ..records import Completion, ErrorInfo, RequestSpec
 from ..redact import Redactor
 from ..retry import RetryPolicy
 from ..transport import Target, Transport
-from .budget import ClusterBudget, KeyBudget, Report, Slot
+from .budget import ClusterBudget, KeyBudget, KeyCounters, Report, Slot
 
 FLUSH_S = 0.05
 """How often a worker streams the events gathered so far back to the driver."""
@@ -66,8 +66,8 @@ class Coordinator:
         """Take back the slots of a lost worker; return how many it held."""
         return self._budget.forget(worker)
 
-    def stats(self) -> list[tuple[str, str, int, int, int, int, float | None]]:
-        """Return each key's (id, state, in flight, ok, 429s, errors, rpm)."""
+    def stats(self) -> list[KeyCounters]:
+        """Return each key's cluster-wide counters."""
         return self._budget.stats()
 
 

@@ -12,8 +12,11 @@ the key's schedule for all of them within a horizon.
 Requests per minute and tokens per minute are paced by `squall.limits.Pace` (the same
 arithmetic as a local run, with its safety margin); concurrency counts slots handed out and
 not yet reported back. A key with no declared rpm is found by `squall.limits.Discovery`, as
-locally. Nothing here imports Ray or reads a clock: callers pass `now` (wall time, which
-every process on a host, and NTP-synced hosts, agree on).
+locally, until a worker reports the limit its answers' `x-ratelimit-*` headers state; a
+stated limit lower than the declared one wins, and a budget the headers say is spent holds
+the key's schedule back for every worker, as a local key's headers do. Nothing here
+imports Ray or reads a clock: callers pass `now` (wall time, which every process on a
+host, and NTP-synced hosts, agree on).
 """
 
 from __future__ import annotations
@@ -71,12 +74,31 @@ class Report(NamedTuple):
             (the slot was given back without a request).
         retry_after: seconds a 429 asked to wait, if it said.
         token_delta: tokens used beyond (positive) or under those booked.
+        limits: the (requests, tokens) per minute the answer's headers stated, where they
+            stated one the worker had not reported yet (None otherwise).
+        spent: seconds until the (requests, tokens) budget resets, where the headers said
+            it is spent (remaining 0); None otherwise.
     """
 
     key: str
     outcome: str
     retry_after: float | None = None
     token_delta: float = 0.0
+    limits: tuple[float | None, float | None] | None = None
+    spent: tuple[float | None, float | None] | None = None
+
+
+class KeyCounters(NamedTuple):
+    """One key's cluster-wide counters, as the driver shows them."""
+
+    key: str
+    state: str  # "active" or "dead"
+    in_flight: int
+    ok: int
+    rate_limited: int
+    errors: int
+    rpm: float | None  # the pace in force (None: unpaced)
+    discovering: bool  # no rpm declared nor stated in headers: being found
 
 
 @dataclass
@@ -87,6 +109,10 @@ class _Key:
     discovery: Discovery | None
     in_flight: int = 0
     dead: bool = False
+    header_rpm: float | None = None  # the limits the answers' headers stated
+    header_tpm: float | None = None
+    last_tokens: float = 0.0  # the tokens the key's last slot booked
+    blocked_until: float = 0.0  # no slot before this (a 429, a spent budget), paced or not
     sent: deque[float] = field(default_factory=deque)  # slot times of the last second
     ok: int = 0
     rate_limited: int = 0
@@ -134,7 +160,9 @@ class ClusterBudget:
             for k in self._keys.values():
                 if k.dead or k.in_flight >= k.spec.concurrency:
                     continue
-                at = max(now, k.requests.ready_at(now), k.tokens.ready_at(now, tokens))
+                at = max(
+                    now, k.blocked_until, k.requests.ready_at(now), k.tokens.ready_at(now, tokens)
+                )
                 if best is None or at < best[0]:
                     best = (at, k)
             if best is None or best[0] > until:
@@ -142,12 +170,13 @@ class ClusterBudget:
             at, k = best
             k.requests.take(at)
             k.tokens.take(at, tokens)
+            k.last_tokens = tokens
             k.in_flight += 1
             self._held.setdefault(worker, Counter())[k.spec.key] += 1
             k.sent.append(at)
             while k.sent[0] < at - 1.0:
                 k.sent.popleft()
-            if k.discovery is not None:
+            if k.discovery is not None and k.header_rpm is None:
                 # A worker asks only for what it has rows for: the key is kept busy.
                 rpm = k.discovery.on_sent(at, True)
                 if rpm is not None:
@@ -166,6 +195,10 @@ class ClusterBudget:
             held[r.key] = max(0, held[r.key] - 1)
             if r.token_delta:
                 k.tokens.adjust(r.token_delta)
+            if r.limits is not None:
+                self._stated(k, *r.limits)
+            if r.spent is not None:
+                self._spent(k, now, *r.spent)
             if r.outcome == "ok":
                 k.ok += 1
             elif r.outcome == "rate_limited":
@@ -185,19 +218,51 @@ class ClusterBudget:
             k.in_flight = max(0, k.in_flight - n)
         return sum(held.values())
 
+    def _stated(self, k: _Key, rpm: float | None, tpm: float | None) -> None:
+        """Follow the limits a key's headers stated: the lower of stated and declared."""
+        if rpm:
+            k.header_rpm = rpm
+            declared = k.spec.rpm
+            k.requests.set_rate(rpm if declared is None else min(declared, rpm))
+        if tpm:
+            k.header_tpm = tpm
+            declared = k.spec.tpm
+            k.tokens.set_rate(tpm if declared is None else min(declared, tpm))
+
+    def _spent(self, k: _Key, now: float, requests_s: float | None, tokens_s: float | None) -> None:
+        """Hold a key whose headers said a budget is spent, for every worker.
+
+        Paced just under a known limit, a spent budget comes back a unit at a time (a bucket
+        refills, a sliding window's oldest request leaves it), not all at the reset: as a
+        local key does (`keyslot.KeySlot.on_headers`).
+        """
+        for reset, pace, cost in (
+            (requests_s, k.requests, 1.0),
+            (tokens_s, k.tokens, k.last_tokens),
+        ):
+            if not reset:
+                continue
+            per_minute = pace.per_minute
+            if per_minute is None:
+                k.blocked_until = max(k.blocked_until, now + reset)
+            else:
+                pace.push_back(now + min(reset, cost * 60.0 / per_minute))
+
     def _cool(self, k: _Key, now: float, retry_after: float | None) -> None:
         wait = retry_after if retry_after is not None and retry_after > 0 else DEFAULT_COOL_S
-        if k.discovery is not None:
+        if k.discovery is not None and k.header_rpm is None:
             while k.sent and k.sent[0] < now - 1.0:
                 k.sent.popleft()
             rpm = k.discovery.on_rate_limited(now, len(k.sent) * 60.0)
             k.requests.set_rate(rpm)
         k.requests.push_back(now + wait)
+        # An unpaced key (rpm = inf) has no schedule to push back: it waits all the same.
+        k.blocked_until = max(k.blocked_until, now + wait)
 
-    def stats(self) -> list[tuple[str, str, int, int, int, int, float | None]]:
-        """Return (key, state, in flight, ok, 429s, errors, rpm) for each key."""
+    def stats(self) -> list[KeyCounters]:
+        """Return each key's cluster-wide counters."""
         return [
-            (
+            KeyCounters(
                 name,
                 "dead" if k.dead else "active",
                 k.in_flight,
@@ -205,6 +270,7 @@ class ClusterBudget:
                 k.rate_limited,
                 k.errors,
                 k.requests.per_minute if not math.isinf(k.requests.per_minute or 0) else None,
+                k.discovery is not None and k.header_rpm is None,
             )
             for name, k in self._keys.items()
         ]

@@ -33,6 +33,7 @@ from ..events import KeyState, KeyStats, RunStats
 from ..journal import Journal
 from ..records import RequestSpec
 from .actors import Event, WorkerSetup
+from .budget import KeyCounters
 from .cluster import cluster_cpus, start_coordinator, start_worker
 
 BATCH_ROWS = 64
@@ -92,7 +93,7 @@ class RayDriver:
         self._workers: list[_WorkerState] = []
         self._redo: deque[RequestSpec] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._key_stats: list[tuple[str, str, int, int, int, int, float | None]] = []
+        self._key_stats: list[KeyCounters] = []
         self._lost_workers = 0
         if max_cost is not None and est_cost is None:
             raise ValueError("max_cost needs est_cost")
@@ -129,7 +130,7 @@ class RayDriver:
     def keys(self) -> tuple[KeyStats, ...]:
         """Return each key's cluster-wide counters, as the coordinator last gave them."""
         out = []
-        for key, state, in_flight, ok, limited, errors, rpm in self._key_stats:
+        for key, state, in_flight, ok, limited, errors, rpm, discovering in self._key_stats:
             spec = self._setup.keys[key]
             out.append(
                 KeyStats(
@@ -144,7 +145,7 @@ class RayDriver:
                     errors=errors,
                     rpm=rpm,
                     tpm=spec.tpm,
-                    discovering=spec.rpm is None,
+                    discovering=discovering,
                     rate_now=0.0,
                     window=spec.concurrency,
                 )

@@ -6,7 +6,9 @@ at a time, and waits until a slot's time before handing it on, so the requests o
 worker on a key leave one pace apart. What each request taught (an answer, a 429, a dead key)
 goes back to the coordinator with the next lease call, or at once for a 429 or a dead key:
 the key's schedule then moves for every worker, and this worker drops the slots it still
-holds on that key, so a cooled key sees no burst from here.
+holds on that key, so a cooled key sees no burst from here. The `x-ratelimit-*` headers go
+back too: a limit they state with the next lease call (once per key and value), a budget
+they say is spent at once, as a 429 does.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class RemotePool:
         # The tokens an answer is expected to use when no max_tokens bounds it (as a local
         # key learns it): a booking of the prompt alone would let a tpm limit be passed.
         self._completion_mean = 64.0
+        # The limits each key's headers last stated, as reported: told once, not per answer.
+        self._told: dict[str, tuple[float | None, float | None]] = {}
 
     async def acquire(self, prompt_tokens: int, max_tokens: int | None) -> Lease:
         """Wait for a slot on some key; return its lease when its time has come.
@@ -111,7 +115,26 @@ class RemotePool:
             self._completion_mean += 0.1 * (usage.completion_tokens - self._completion_mean)
         used = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
         delta = float(used) - lease.tokens if usage.prompt_tokens is not None else 0.0
-        self._reports.append(Report(lease.key, "ok", token_delta=delta))
+        limits, spent = self._headers(lease.key, rate)
+        report = Report(lease.key, "ok", token_delta=delta, limits=limits, spent=spent)
+        if spent is None:
+            self._reports.append(report)
+        else:
+            await self._urgent(lease.key, report)
+
+    def _headers(
+        self, key: str, rate: RateInfo | None
+    ) -> tuple[tuple[float | None, float | None] | None, tuple[float | None, float | None] | None]:
+        """Return what an answer's rate-limit headers teach: new limits, a spent budget."""
+        if rate is None:
+            return None, None
+        limits: tuple[float | None, float | None] | None = None
+        stated = (rate.limit_requests or None, rate.limit_tokens or None)
+        if stated != (None, None) and self._told.get(key) != stated:
+            self._told[key] = limits = stated
+        req = rate.reset_requests_s if rate.remaining_requests == 0 else None
+        tok = rate.reset_tokens_s if rate.remaining_tokens == 0 else None
+        return limits, ((req, tok) if req or tok else None)
 
     async def release_error(self, lease: Lease, refusal: Refusal) -> None:
         """Hand back a lease after a failure; a 429 or a dead key is told to all at once."""
@@ -122,10 +145,16 @@ class RemotePool:
         else:
             self._reports.append(Report(lease.key, "error"))
             return
-        # This worker's other slots on the key are given back unused: they were booked
-        # before the key was cooled (or died) and would only meet the same answer.
-        dropped = [s for s in self._slots if s.key == lease.key]
-        self._slots = deque(s for s in self._slots if s.key != lease.key)
+        await self._urgent(lease.key, report)
+
+    async def _urgent(self, key: str, report: Report) -> None:
+        """Tell the coordinator at once, giving back this worker's other slots on `key`.
+
+        They were booked before the key was cooled (or died, or spent its budget) and
+        would only meet the same answer.
+        """
+        dropped = [s for s in self._slots if s.key == key]
+        self._slots = deque(s for s in self._slots if s.key != key)
         urgent = [report, *(Report(s.key, "unused") for s in dropped), *self._reports]
         self._reports = []
         await self._report(urgent)
