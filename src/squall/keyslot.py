@@ -297,14 +297,8 @@ class KeySlot:
         ):
             if remaining is None or remaining > 0 or not reset:
                 continue
-            per_minute = pace.per_minute
-            if per_minute is None:
+            if not pace.hold_spent(now, reset, cost):
                 self.blocked_until = max(self.blocked_until, now + reset)
-            else:
-                # Paced just under a known limit, a spent budget comes back a request at a time
-                # (a bucket refills, a sliding window's oldest request leaves it), not all at
-                # the reset: waiting the whole reset would halve a sliding window's rate.
-                pace.push_back(now + min(reset, cost * 60.0 / per_minute))
 
     # -- reading ---------------------------------------------------------------------------------
 

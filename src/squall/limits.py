@@ -161,6 +161,19 @@ class Pace:
         self._tat = max(self._tat, until)
         self._hold = max(self._hold, until)
 
+    def hold_spent(self, now: float, reset: float, cost: float) -> bool:
+        """Hold the pace after headers said its budget is spent; False when unpaced.
+
+        Paced just under a known limit, a spent budget comes back a unit at a time (a bucket
+        refills, a sliding window's oldest request leaves it), not all at the reset: waiting
+        the whole reset would halve a sliding window's rate. An unpaced one has no schedule
+        to hold: the caller holds the key until `now + reset` itself.
+        """
+        if self._per_minute is None:
+            return False
+        self.push_back(now + min(reset, cost * 60.0 / self._per_minute))
+        return True
+
 
 @dataclass(frozen=True, slots=True)
 class RateInfo:

@@ -17,6 +17,7 @@ import squall
 from squall.config import EndpointConfig, KeyConfig, RunConfig
 from squall.redact import ApiKey
 from squall.simulator import SimConfig, SimKey, expected_answer, max_in_window
+from squall.simulator.ledger import LedgerEntry
 from squall.testing import read_ledger_file, start_simulator_process, stop_process
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(150)]
@@ -31,27 +32,22 @@ ROWS = 600  # about 17 s at the 35 requests/s the keys allow together
 WINDOW_S = 1.0
 
 
-def test_three_workers_hold_every_key_under_its_limit_and_reach_the_sum(
-    ray_address: str, tmp_path: Path
-) -> None:
-    sim_keys = tuple(
-        SimKey(key=k, rpm=60.0 * rps, limit_mode="sliding", window_s=WINDOW_S)
-        for k, rps in LIMITS.items()
-    )
+def run_on_ray(
+    tmp_path: Path,
+    ray_address: str,
+    sim: SimConfig,
+    keys: tuple[KeyConfig, ...],
+    prompts: list[str],
+) -> tuple[squall.RunResult, list[LedgerEntry]]:
+    """Run `prompts` on 3 Ray workers against a simulator process of `sim`.
+
+    Returns the result and the simulator's online requests, every answer checked first.
+    """
     ledger_path = tmp_path / "ledger.jsonl"
-    proc, url = start_simulator_process(
-        SimConfig(keys=sim_keys, latency_s=0.05, latency_jitter_s=0.02), ledger_file=ledger_path
-    )
-    prompts = [f"ray row {i}: what is {i} + {i % 7} x 3?" for i in range(ROWS)]
+    proc, url = start_simulator_process(sim, ledger_file=ledger_path)
     config = RunConfig(
         model="sim-model",
-        endpoints=(
-            EndpointConfig(
-                name="sim",
-                base_url=url,
-                keys=tuple(KeyConfig(key=ApiKey(k), rpm=60.0 * rps) for k, rps in LIMITS.items()),
-            ),
-        ),
+        endpoints=(EndpointConfig(name="sim", base_url=url, keys=keys),),
         progress="off",
         ray=ray_address,
         workers=3,
@@ -60,14 +56,22 @@ def test_three_workers_hold_every_key_under_its_limit_and_reach_the_sum(
         result = squall.run(prompts, output=tmp_path / "out.jsonl", config=config)
     finally:
         stop_process(proc)
-
     assert result.exit_code == 0, result.summary
-    rows = list(result.rows())
-    assert len(rows) == ROWS
-    for i, row in enumerate(rows):
-        assert row["response"] == expected_answer(prompts[i]), f"row {i}"
+    assert [r["response"] for r in result.rows()] == [expected_answer(p) for p in prompts]
+    return result, [e for e in read_ledger_file(ledger_path) if e.event == "request"]
 
-    ledger = [e for e in read_ledger_file(ledger_path) if e.event == "request"]
+
+def test_three_workers_hold_every_key_under_its_limit_and_reach_the_sum(
+    ray_address: str, tmp_path: Path
+) -> None:
+    sim_keys = tuple(
+        SimKey(key=k, rpm=60.0 * rps, limit_mode="sliding", window_s=WINDOW_S)
+        for k, rps in LIMITS.items()
+    )
+    prompts = [f"ray row {i}: what is {i} + {i % 7} x 3?" for i in range(ROWS)]
+    keys = tuple(KeyConfig(key=ApiKey(k), rpm=60.0 * rps) for k, rps in LIMITS.items())
+    sim = SimConfig(keys=sim_keys, latency_s=0.05, latency_jitter_s=0.02)
+    _, ledger = run_on_ray(tmp_path, ray_address, sim, keys, prompts)
     over = {k: max_in_window(ledger, k, WINDOW_S - 0.001) for k in LIMITS}
     refused = [e for e in ledger if e.fault == "limit" or e.status == 429]
     served = sorted(e.t for e in ledger if e.served)
@@ -96,35 +100,14 @@ def test_tokens_per_minute_and_concurrency_are_the_keys_not_each_workers(
         SimKey(key=narrow, max_concurrency=2),
         SimKey(key=thin, tpm=6000.0, limit_mode="sliding", window_s=WINDOW_S),
     )
-    ledger_path = tmp_path / "ledger.jsonl"
-    proc, url = start_simulator_process(
-        SimConfig(keys=sim_keys, latency_s=0.1), ledger_file=ledger_path
-    )
     prompts = [f"ray row {i}: what is {i} x 2?" for i in range(240)]
-    config = RunConfig(
-        model="sim-model",
-        endpoints=(
-            EndpointConfig(
-                name="sim",
-                base_url=url,
-                keys=(
-                    KeyConfig(key=ApiKey(narrow), rpm=float("inf"), max_concurrency=2),
-                    KeyConfig(key=ApiKey(thin), rpm=float("inf"), tpm=6000.0),
-                ),
-            ),
-        ),
-        progress="off",
-        ray=ray_address,
-        workers=3,
+    keys = (
+        KeyConfig(key=ApiKey(narrow), rpm=float("inf"), max_concurrency=2),
+        KeyConfig(key=ApiKey(thin), rpm=float("inf"), tpm=6000.0),
     )
-    try:
-        result = squall.run(prompts, output=tmp_path / "out.jsonl", config=config)
-    finally:
-        stop_process(proc)
-
-    assert result.exit_code == 0, result.summary
-    assert [r["response"] for r in result.rows()] == [expected_answer(p) for p in prompts]
-    ledger = [e for e in read_ledger_file(ledger_path) if e.event == "request"]
+    _, ledger = run_on_ray(
+        tmp_path, ray_address, SimConfig(keys=sim_keys, latency_s=0.1), keys, prompts
+    )
     over_concurrency = [e for e in ledger if e.fault == "concurrency"]
     over_tokens = [e for e in ledger if e.fault == "limit"]
     by_key = {s.masked: sum(1 for e in ledger if e.key == s.masked) for s in sim_keys}
@@ -150,31 +133,13 @@ def test_a_limit_stated_in_headers_is_followed_by_every_worker_without_discoveri
     # discovery alone would double past it within half a second and draw 429s; the headers
     # one worker reads pace the key for all three from the first answers on.
     stated = "sk-ray-KEYHEAD0000000000000006"
-    ledger_path = tmp_path / "ledger.jsonl"
-    proc, url = start_simulator_process(
-        SimConfig(
-            keys=(SimKey(key=stated, rpm=600.0),), latency_s=0.05, send_ratelimit_headers=True
-        ),
-        ledger_file=ledger_path,
+    sim = SimConfig(
+        keys=(SimKey(key=stated, rpm=600.0),), latency_s=0.05, send_ratelimit_headers=True
     )
     prompts = [f"ray row {i}: what is {i} + 5?" for i in range(120)]
-    config = RunConfig(
-        model="sim-model",
-        endpoints=(
-            EndpointConfig(name="sim", base_url=url, keys=(KeyConfig(key=ApiKey(stated)),)),
-        ),
-        progress="off",
-        ray=ray_address,
-        workers=3,
+    result, ledger = run_on_ray(
+        tmp_path, ray_address, sim, (KeyConfig(key=ApiKey(stated)),), prompts
     )
-    try:
-        result = squall.run(prompts, output=tmp_path / "out.jsonl", config=config)
-    finally:
-        stop_process(proc)
-
-    assert result.exit_code == 0, result.summary
-    assert [r["response"] for r in result.rows()] == [expected_answer(p) for p in prompts]
-    ledger = [e for e in read_ledger_file(ledger_path) if e.event == "request"]
     refused = [e for e in ledger if e.status == 429]
     (k,) = result.summary.keys
     print(f"\nray headers: {len(ledger)} requests, {len(refused)} 429s, key paced at {k.rpm} rpm")

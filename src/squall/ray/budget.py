@@ -230,23 +230,13 @@ class ClusterBudget:
             k.tokens.set_rate(tpm if declared is None else min(declared, tpm))
 
     def _spent(self, k: _Key, now: float, requests_s: float | None, tokens_s: float | None) -> None:
-        """Hold a key whose headers said a budget is spent, for every worker.
-
-        Paced just under a known limit, a spent budget comes back a unit at a time (a bucket
-        refills, a sliding window's oldest request leaves it), not all at the reset: as a
-        local key does (`keyslot.KeySlot.on_headers`).
-        """
+        """Hold a key whose headers said a budget is spent, for every worker (`Pace.hold_spent`)."""
         for reset, pace, cost in (
             (requests_s, k.requests, 1.0),
             (tokens_s, k.tokens, k.last_tokens),
         ):
-            if not reset:
-                continue
-            per_minute = pace.per_minute
-            if per_minute is None:
+            if reset and not pace.hold_spent(now, reset, cost):
                 k.blocked_until = max(k.blocked_until, now + reset)
-            else:
-                pace.push_back(now + min(reset, cost * 60.0 / per_minute))
 
     def _cool(self, k: _Key, now: float, retry_after: float | None) -> None:
         wait = retry_after if retry_after is not None and retry_after > 0 else DEFAULT_COOL_S
