@@ -65,6 +65,10 @@ class Slot(NamedTuple):
     tokens: float
 
 
+PerKind = tuple[float | None, float | None]
+"""A figure for requests and one for tokens (None where the headers said nothing)."""
+
+
 class Report(NamedTuple):
     """What became of a slot's request, sent back to the budget.
 
@@ -84,8 +88,8 @@ class Report(NamedTuple):
     outcome: str
     retry_after: float | None = None
     token_delta: float = 0.0
-    limits: tuple[float | None, float | None] | None = None
-    spent: tuple[float | None, float | None] | None = None
+    limits: PerKind | None = None
+    spent: PerKind | None = None
 
 
 class KeyCounters(NamedTuple):
@@ -109,8 +113,7 @@ class _Key:
     discovery: Discovery | None
     in_flight: int = 0
     dead: bool = False
-    header_rpm: float | None = None  # the limits the answers' headers stated
-    header_tpm: float | None = None
+    header_rpm: float | None = None  # the rpm the answers' headers stated (ends discovery)
     last_tokens: float = 0.0  # the tokens the key's last slot booked
     blocked_until: float = 0.0  # no slot before this (a 429, a spent budget), paced or not
     sent: deque[float] = field(default_factory=deque)  # slot times of the last second
@@ -225,7 +228,6 @@ class ClusterBudget:
             declared = k.spec.rpm
             k.requests.set_rate(rpm if declared is None else min(declared, rpm))
         if tpm:
-            k.header_tpm = tpm
             declared = k.spec.tpm
             k.tokens.set_rate(tpm if declared is None else min(declared, tpm))
 

@@ -100,8 +100,6 @@ class RayDriver:
         self._max_cost = max_cost
         self._est_cost = est_cost
         self._reserved: dict[int, float] = {}  # row -> the most it may cost, while out
-        self._reserved_sum = 0.0
-        self._held = False  # the last batch left rows waiting for room under the cap
 
     # -- control ---------------------------------------------------------------------------
 
@@ -210,11 +208,11 @@ class RayDriver:
             if not room:
                 return False
             for w in sorted(room, key=lambda w: w.busy):
-                self._held = False
                 batch = self._next_batch(todo)
                 if not batch:
-                    # Rows held back by --max-cost are not the end of `todo`.
-                    return not self._held
+                    # An empty batch leaves `_redo` empty unless --max-cost held rows back
+                    # there: those are not the end of `todo`.
+                    return not self._redo
                 self._hand(w, batch)
 
     def _next_batch(self, todo: Iterator[RequestSpec]) -> list[RequestSpec]:
@@ -230,17 +228,21 @@ class RayDriver:
         return batch
 
     def _within_cap(self, batch: list[RequestSpec]) -> list[RequestSpec]:
-        """Keep the rows of `batch` that fit under --max-cost; the others wait in `_redo`."""
+        """Keep (and reserve) the rows of `batch` that fit under --max-cost.
+
+        The others wait at the front of `_redo`. A batch returned is always handed out.
+        """
         assert self._max_cost is not None and self._est_cost is not None
-        room = self._max_cost - self._stats.cost - self._reserved_sum
+        room = self._max_cost - self._stats.cost - sum(self._reserved.values())
         fits = 0
         for spec in batch:
-            room -= self._est_cost(spec)
+            est = self._est_cost(spec)
+            room -= est
             if room < 0:
                 break
+            self._reserved[spec.index] = est
             fits += 1
         if fits < len(batch):
-            self._held = True
             self._redo.extendleft(reversed(batch[fits:]))  # first in line once room is back
             if fits == 0 and not self._tasks:
                 # Nothing out whose real cost could free room: the cap is reached.
@@ -257,9 +259,6 @@ class RayDriver:
             if spec.index not in w.rows:
                 jr.mark_sent(spec.index)
         jr.commit()  # sent is durable before the batch leaves
-        if self._est_cost is not None:
-            for spec in batch:
-                self._reserve(spec.index, self._est_cost(spec))
         w.busy += 1
         w.rows.update(s.index for s in batch)
         self._stats.in_flight += len(batch)
@@ -292,18 +291,10 @@ class RayDriver:
             self._redo.extend(open_rows.values())
         finally:
             for index in open_rows:
-                self._release(index)
+                self._reserved.pop(index, None)
             w.busy -= 1
             w.rows.difference_update(s.index for s in batch)
             self._stats.in_flight -= len(batch)
-
-    def _reserve(self, index: int, est: float) -> None:
-        self._release(index)
-        self._reserved[index] = est
-        self._reserved_sum += est
-
-    def _release(self, index: int) -> None:
-        self._reserved_sum -= self._reserved.pop(index, 0.0)
 
     def _lost(self, exc: BaseException) -> bool:
         """True when `exc` says a worker's process or node is gone (not a bug of ours)."""
@@ -333,7 +324,7 @@ class RayDriver:
                     model=model,
                 )
                 open_rows.pop(index, None)
-                self._release(index)
+                self._reserved.pop(index, None)
                 w.done += 1
                 stats.done += 1
                 stats.prompt_tokens += completion.prompt_tokens or 0
@@ -354,7 +345,7 @@ class RayDriver:
                     index, error, attempts=attempts, endpoint=endpoint, retryable=retryable
                 )
                 open_rows.pop(index, None)
-                self._release(index)
+                self._reserved.pop(index, None)
                 stats.failed += 1
                 stats.errors[error.type] += 1
             elif kind == "end" and ev[1] != "completed" and self._stop is None:

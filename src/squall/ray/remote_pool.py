@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from ..errors import RunStopped
 from ..limits import RateInfo
 from ..ports import Lease, Refusal, Usage
-from .budget import KeyBudget, Report, Slot
+from .budget import KeyBudget, PerKind, Report, Slot
 
 LeaseFn = Callable[[int, float, list[Report]], Awaitable[tuple[list[Slot], int]]]
 """Asks the coordinator for `n` slots of `tokens`, handing it reports; returns (slots, keys
@@ -67,7 +67,7 @@ class RemotePool:
         # key learns it): a booking of the prompt alone would let a tpm limit be passed.
         self._completion_mean = 64.0
         # The limits each key's headers last stated, as reported: told once, not per answer.
-        self._told: dict[str, tuple[float | None, float | None]] = {}
+        self._told: dict[str, PerKind] = {}
 
     async def acquire(self, prompt_tokens: int, max_tokens: int | None) -> Lease:
         """Wait for a slot on some key; return its lease when its time has come.
@@ -122,13 +122,11 @@ class RemotePool:
         else:
             await self._urgent(lease.key, report)
 
-    def _headers(
-        self, key: str, rate: RateInfo | None
-    ) -> tuple[tuple[float | None, float | None] | None, tuple[float | None, float | None] | None]:
+    def _headers(self, key: str, rate: RateInfo | None) -> tuple[PerKind | None, PerKind | None]:
         """Return what an answer's rate-limit headers teach: new limits, a spent budget."""
         if rate is None:
             return None, None
-        limits: tuple[float | None, float | None] | None = None
+        limits: PerKind | None = None
         stated = (rate.limit_requests or None, rate.limit_tokens or None)
         if stated != (None, None) and self._told.get(key) != stated:
             self._told[key] = limits = stated
